@@ -1,0 +1,19 @@
+//! The configuration a tenant manages: tenants, targets, filters and subscriptions.
+//!
+//! Fields hold validated newtypes, so a value that made it into a model is known to be
+//! good; nothing past the API edge checks it again. Creation and patch inputs
+//! (`New*`, `*Patch`) live beside each model and say how defaults and changes apply.
+
+mod filter;
+mod subscription;
+mod target;
+mod tenant;
+mod text;
+
+pub use filter::{Filter, FilterPatch, FilterPatterns, NewFilter};
+pub use subscription::{NewSubscription, Subscription, SubscriptionPatch};
+pub use target::{
+    CustomHeaders, MaxInFlight, NewTarget, RateLimit, Target, TargetPatch, TargetUrl, Timeout,
+};
+pub use tenant::{NewTenant, Tenant, TenantName, TenantPatch};
+pub use text::Description;

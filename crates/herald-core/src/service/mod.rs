@@ -1,0 +1,101 @@
+//! The operations the API exposes, with the rules that are not a single field's.
+//!
+//! Field-level rules live in the validated types of [`crate::model`]; this layer adds
+//! defaults, ownership (a tenant only ever reaches its own records), references
+//! between records, and the translation of store conflicts into user-facing errors.
+
+mod filters;
+mod subscriptions;
+mod targets;
+mod tenants;
+
+use std::fmt;
+
+use crate::store::{Store, StoreError};
+use crate::validation::ValidationError;
+
+/// Why an operation was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The record does not exist, or belongs to another tenant (the two are
+    /// deliberately indistinguishable).
+    #[error("{kind} {id} does not exist")]
+    NotFound {
+        /// What kind of record was asked for.
+        kind: ResourceKind,
+        /// The id as the caller gave it.
+        id: String,
+    },
+    /// The input breaks a rule.
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    /// The input is valid but clashes with stored data.
+    #[error("{0}")]
+    Conflict(String),
+    /// The store failed.
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    fn not_found(kind: ResourceKind, id: impl fmt::Display) -> Self {
+        Self::NotFound {
+            kind,
+            id: id.to_string(),
+        }
+    }
+}
+
+/// The kinds of record the API manages, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    /// A tenant.
+    Tenant,
+    /// A tenant's API key.
+    ApiKey,
+    /// A target.
+    Target,
+    /// A filter.
+    Filter,
+    /// A subscription.
+    Subscription,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tenant => "tenant",
+            Self::ApiKey => "API key",
+            Self::Target => "target",
+            Self::Filter => "filter",
+            Self::Subscription => "subscription",
+        })
+    }
+}
+
+/// Management operations on tenants and their configuration.
+#[derive(Clone)]
+pub struct Management {
+    store: Store,
+}
+
+impl Management {
+    /// Operations backed by `store`.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The store, for readiness checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// Turns `Ok(false)` from an update or delete into a not-found error.
+fn found(kind: ResourceKind, id: impl fmt::Display, existed: bool) -> Result<(), ServiceError> {
+    if existed {
+        Ok(())
+    } else {
+        Err(ServiceError::not_found(kind, id))
+    }
+}

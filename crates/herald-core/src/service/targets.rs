@@ -1,0 +1,62 @@
+//! A tenant's targets.
+
+use crate::id::{TargetId, TenantId};
+use crate::model::{NewTarget, Target, TargetPatch};
+use crate::store::{Page, PageRequest};
+use crate::time::Timestamp;
+
+use super::{Management, ResourceKind, ServiceError, found};
+
+impl Management {
+    /// Creates a target, generating its secret when none was given.
+    pub async fn create_target(
+        &self,
+        tenant: &TenantId,
+        input: NewTarget,
+    ) -> Result<Target, ServiceError> {
+        let target = input.into_target(tenant.clone(), Timestamp::now());
+        self.store.insert_target(&target).await?;
+        Ok(target)
+    }
+
+    /// One of the tenant's targets.
+    pub async fn target(&self, tenant: &TenantId, id: &TargetId) -> Result<Target, ServiceError> {
+        self.store
+            .get_target(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(ResourceKind::Target, id))
+    }
+
+    /// A page of the tenant's targets.
+    pub async fn targets(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Target>, ServiceError> {
+        Ok(self.store.list_targets(tenant, page).await?)
+    }
+
+    /// Changes one of the tenant's targets.
+    pub async fn update_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+        patch: TargetPatch,
+    ) -> Result<Target, ServiceError> {
+        let mut target = self.target(tenant, id).await?;
+        patch.apply(&mut target, Timestamp::now());
+        let existed = self.store.update_target(&target).await?;
+        found(ResourceKind::Target, id, existed)?;
+        Ok(target)
+    }
+
+    /// Deletes one of the tenant's targets and the subscriptions that use it.
+    pub async fn delete_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<(), ServiceError> {
+        let existed = self.store.delete_target(tenant, id).await?;
+        found(ResourceKind::Target, id, existed)
+    }
+}

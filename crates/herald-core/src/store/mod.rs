@@ -1,0 +1,172 @@
+//! The storage contract: one trait every backend implements, behind one handle.
+//!
+//! [`StoreBackend`] is what a backend (embedded SQLite, PostgreSQL) provides; [`Store`]
+//! is the cheap, cloneable handle the rest of Herald holds, so no generic parameter
+//! leaks into every signature. Backends store and fetch; they make no policy
+//! decisions (defaults, validation, who may see what is decided in [`crate::service`]).
+//! Every read and write of tenant-owned data is scoped by tenant id in the query
+//! itself, so a bug in a caller cannot leak another tenant's rows.
+
+mod page;
+
+use std::error::Error as StdError;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::auth::{ApiKey, KeyHash};
+use crate::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
+use crate::model::{Filter, Subscription, Target, Tenant};
+
+pub use page::{Page, PageRequest};
+
+/// Why a store operation failed, in backend-neutral terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A write would break a uniqueness or reference rule of the data.
+    #[error("the write conflicts with stored data: {0}")]
+    Conflict(Conflict),
+    /// Stored data could not be read back into the model (a bug or manual edit).
+    #[error("stored data is corrupt: {detail}")]
+    Corrupt {
+        /// What could not be read, for the operator.
+        detail: String,
+    },
+    /// The backend failed: I/O, connection, lock timeout and the like.
+    #[error("the storage backend failed")]
+    Backend(#[source] Box<dyn StdError + Send + Sync>),
+}
+
+/// Which data rule a write broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Conflict {
+    /// A row with the same unique values exists (e.g. a second subscription for the
+    /// same target and filter).
+    #[error("a record with the same unique values exists")]
+    Duplicate,
+    /// A referenced row does not exist (e.g. a target deleted meanwhile).
+    #[error("a referenced record does not exist")]
+    MissingReference,
+}
+
+impl StoreError {
+    /// Wraps any backend error.
+    pub fn backend(error: impl StdError + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(error))
+    }
+}
+
+/// Everything Herald keeps, as a backend provides it.
+///
+/// Methods on tenant-owned records take the tenant id and must only ever see that
+/// tenant's rows. `update_*` and `delete_*` answer `false` when no such row exists.
+/// Deleting a tenant deletes everything it owns; deleting a target or a filter deletes
+/// the subscriptions that use it.
+#[async_trait]
+pub trait StoreBackend: Send + Sync + 'static {
+    /// Succeeds when the store answers queries and its schema is current.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Creates a tenant together with its first API key, atomically.
+    async fn insert_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError>;
+    /// One tenant.
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError>;
+    /// Tenants in id order.
+    async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError>;
+    /// Replaces a tenant's fields.
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError>;
+    /// Deletes a tenant and everything it owns.
+    async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError>;
+
+    /// Adds an API key to its tenant.
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError>;
+    /// A tenant's keys, oldest first.
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError>;
+    /// Revokes one key.
+    async fn delete_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> Result<bool, StoreError>;
+    /// The tenant a key belongs to, found by the key's hash.
+    async fn tenant_for_key(&self, hash: &KeyHash) -> Result<Option<TenantId>, StoreError>;
+
+    /// Stores a new target.
+    async fn insert_target(&self, target: &Target) -> Result<(), StoreError>;
+    /// One of a tenant's targets.
+    async fn get_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<Option<Target>, StoreError>;
+    /// A tenant's targets in id order.
+    async fn list_targets(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Target>, StoreError>;
+    /// Replaces a target's fields (matched by tenant and id).
+    async fn update_target(&self, target: &Target) -> Result<bool, StoreError>;
+    /// Deletes a target and its subscriptions.
+    async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError>;
+
+    /// Stores a new filter.
+    async fn insert_filter(&self, filter: &Filter) -> Result<(), StoreError>;
+    /// One of a tenant's filters.
+    async fn get_filter(
+        &self,
+        tenant: &TenantId,
+        id: &FilterId,
+    ) -> Result<Option<Filter>, StoreError>;
+    /// A tenant's filters in id order.
+    async fn list_filters(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Filter>, StoreError>;
+    /// Replaces a filter's fields (matched by tenant and id).
+    async fn update_filter(&self, filter: &Filter) -> Result<bool, StoreError>;
+    /// Deletes a filter and its subscriptions.
+    async fn delete_filter(&self, tenant: &TenantId, id: &FilterId) -> Result<bool, StoreError>;
+
+    /// Stores a new subscription. Its target and filter must exist and belong to the
+    /// same tenant ([`Conflict::MissingReference`] otherwise), and the pair must not be
+    /// subscribed already ([`Conflict::Duplicate`]).
+    async fn insert_subscription(&self, subscription: &Subscription) -> Result<(), StoreError>;
+    /// One of a tenant's subscriptions.
+    async fn get_subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError>;
+    /// A tenant's subscriptions in id order.
+    async fn list_subscriptions(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError>;
+    /// Replaces a subscription's fields, under the same rules as insertion.
+    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError>;
+    /// Deletes a subscription.
+    async fn delete_subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<bool, StoreError>;
+}
+
+/// The handle to whichever backend this process runs on. Cheap to clone.
+#[derive(Clone)]
+pub struct Store(Arc<dyn StoreBackend>);
+
+impl Store {
+    /// Wraps a backend.
+    pub fn new(backend: impl StoreBackend) -> Self {
+        Self(Arc::new(backend))
+    }
+}
+
+impl Deref for Store {
+    type Target = dyn StoreBackend;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
+}

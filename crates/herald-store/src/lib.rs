@@ -1,0 +1,12 @@
+//! Herald's storage backends.
+//!
+//! Each backend implements [`herald_core::store::StoreBackend`] and translates its
+//! driver's errors into [`herald_core::store::StoreError`] here, so no driver type
+//! escapes this crate. The conformance suite in `tests/conformance` runs the same cases
+//! against every backend.
+//!
+//! - [`sqlite`]: the embedded default, one file in the data directory (WAL mode).
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;

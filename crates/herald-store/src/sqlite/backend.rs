@@ -1,0 +1,431 @@
+//! [`StoreBackend`] for SQLite: every write through the group-committing writer,
+//! every read on the reader pool, every tenant-owned query scoped by `tenant_id`.
+
+use async_trait::async_trait;
+use herald_core::auth::{ApiKey, KeyHash};
+use herald_core::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
+use herald_core::model::{Filter, Subscription, Target, Tenant};
+use herald_core::store::{Page, PageRequest, StoreBackend, StoreError};
+use rusqlite::{Connection, params};
+
+use super::SqliteStore;
+use super::error::translate;
+use super::rows::{
+    self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
+};
+use super::schema;
+
+/// The value `after` takes on the first page: every id sorts after the empty string.
+fn after(page: &PageRequest) -> String {
+    page.after.clone().unwrap_or_default()
+}
+
+/// One more row than asked for, so the page knows whether another follows.
+fn overfetch(page: &PageRequest) -> i64 {
+    i64::from(page.limit) + 1
+}
+
+fn execute(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    statement.execute(params).map_err(translate)
+}
+
+fn insert_api_key(connection: &Connection, key: &ApiKey) -> Result<(), StoreError> {
+    execute(
+        connection,
+        "INSERT INTO api_keys (id, tenant_id, key_hash, visible_prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            key.id.as_str(),
+            key.tenant_id.as_str(),
+            &key.hash.0[..],
+            key.visible_prefix,
+            key.created_at.as_millis()
+        ],
+    )
+    .map(drop)
+}
+
+fn write_target(
+    connection: &Connection,
+    target: &Target,
+    insert: bool,
+) -> Result<usize, StoreError> {
+    let sql = if insert {
+        "INSERT INTO targets (url, description, secret, headers, rate_limit_per_second, max_in_flight, \
+         timeout_ms, active, created_at, updated_at, id, tenant_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+    } else {
+        "UPDATE targets SET url = ?1, description = ?2, secret = ?3, headers = ?4, rate_limit_per_second = ?5, \
+         max_in_flight = ?6, timeout_ms = ?7, active = ?8, created_at = ?9, updated_at = ?10 \
+         WHERE id = ?11 AND tenant_id = ?12"
+    };
+    execute(
+        connection,
+        sql,
+        params![
+            target.url.as_str(),
+            target.description.as_ref().map(|d| d.as_str()),
+            target.secret.expose(),
+            rows::headers_json(&target.headers),
+            target.rate_limit.map(|r| r.per_second()),
+            target.max_in_flight.get(),
+            i64::try_from(target.timeout.as_millis()).unwrap_or(i64::MAX),
+            target.active,
+            target.created_at.as_millis(),
+            target.updated_at.as_millis(),
+            target.id.as_str(),
+            target.tenant_id.as_str(),
+        ],
+    )
+}
+
+fn write_filter(
+    connection: &Connection,
+    filter: &Filter,
+    insert: bool,
+) -> Result<usize, StoreError> {
+    let sql = if insert {
+        "INSERT INTO filters (description, patterns, created_at, updated_at, id, tenant_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+    } else {
+        "UPDATE filters SET description = ?1, patterns = ?2, created_at = ?3, updated_at = ?4 \
+         WHERE id = ?5 AND tenant_id = ?6"
+    };
+    execute(
+        connection,
+        sql,
+        params![
+            filter.description.as_ref().map(|d| d.as_str()),
+            rows::patterns_json(&filter.patterns),
+            filter.created_at.as_millis(),
+            filter.updated_at.as_millis(),
+            filter.id.as_str(),
+            filter.tenant_id.as_str(),
+        ],
+    )
+}
+
+fn write_subscription(
+    connection: &Connection,
+    subscription: &Subscription,
+    insert: bool,
+) -> Result<usize, StoreError> {
+    let sql = if insert {
+        "INSERT INTO subscriptions (target_id, filter_id, active, created_at, updated_at, id, tenant_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+    } else {
+        "UPDATE subscriptions SET target_id = ?1, filter_id = ?2, active = ?3, created_at = ?4, updated_at = ?5 \
+         WHERE id = ?6 AND tenant_id = ?7"
+    };
+    execute(
+        connection,
+        sql,
+        params![
+            subscription.target_id.as_str(),
+            subscription.filter_id.as_str(),
+            subscription.active,
+            subscription.created_at.as_millis(),
+            subscription.updated_at.as_millis(),
+            subscription.id.as_str(),
+            subscription.tenant_id.as_str(),
+        ],
+    )
+}
+
+impl SqliteStore {
+    /// Deletes the row of `table` with this tenant and id; `table` is one of ours.
+    async fn delete_owned(
+        &self,
+        table: &'static str,
+        tenant: &TenantId,
+        id: String,
+    ) -> Result<bool, StoreError> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |c| {
+                let sql = format!("DELETE FROM {table} WHERE id = ?1 AND tenant_id = ?2");
+                execute(c, &sql, params![id, tenant.as_str()]).map(|n| n > 0)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl StoreBackend for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let version = self.readers.read(schema::version).await?;
+        if version == schema::latest_version() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt {
+                detail: format!(
+                    "schema version {version}, expected {}",
+                    schema::latest_version()
+                ),
+            })
+        }
+    }
+
+    async fn insert_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError> {
+        let (tenant, key) = (tenant.clone(), first_key.clone());
+        self.writer
+            .write(move |c| {
+                execute(
+                    c,
+                    "INSERT INTO tenants (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![
+                        tenant.id.as_str(),
+                        tenant.name.as_str(),
+                        tenant.created_at.as_millis(),
+                        tenant.updated_at.as_millis()
+                    ],
+                )?;
+                insert_api_key(c, &key)
+            })
+            .await
+    }
+
+    async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
+        let id = id.clone();
+        self.readers
+            .read(move |c| {
+                let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = ?1");
+                rows::optional(c, &sql, [id.as_str()], rows::tenant)
+            })
+            .await
+    }
+
+    async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
+        let page = page.clone();
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {TENANT_COLUMNS} FROM tenants WHERE id > ?1 ORDER BY id LIMIT ?2"
+                );
+                let params = params![after(&page), overfetch(&page)];
+                rows::page(c, &sql, params, page.limit, rows::tenant, |t| {
+                    t.id.to_string()
+                })
+            })
+            .await
+    }
+
+    async fn update_tenant(&self, tenant: &Tenant) -> Result<bool, StoreError> {
+        let tenant = tenant.clone();
+        self.writer
+            .write(move |c| {
+                execute(
+                    c,
+                    "UPDATE tenants SET name = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![
+                        tenant.name.as_str(),
+                        tenant.updated_at.as_millis(),
+                        tenant.id.as_str()
+                    ],
+                )
+                .map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn delete_tenant(&self, id: &TenantId) -> Result<bool, StoreError> {
+        let id = id.clone();
+        self.writer
+            .write(move |c| {
+                execute(c, "DELETE FROM tenants WHERE id = ?1", [id.as_str()]).map(|n| n > 0)
+            })
+            .await
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.writer.write(move |c| insert_api_key(c, &key)).await
+    }
+
+    async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError> {
+        let tenant = tenant.clone();
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 ORDER BY id"
+                );
+                rows::all(c, &sql, [tenant.as_str()], rows::api_key)
+            })
+            .await
+    }
+
+    async fn delete_api_key(&self, tenant: &TenantId, id: &ApiKeyId) -> Result<bool, StoreError> {
+        self.delete_owned("api_keys", tenant, id.to_string()).await
+    }
+
+    async fn tenant_for_key(&self, hash: &KeyHash) -> Result<Option<TenantId>, StoreError> {
+        let hash = *hash;
+        self.readers
+            .read(move |c| {
+                let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = ?1");
+                Ok(rows::optional(c, &sql, [&hash.0[..]], rows::api_key)?.map(|key| key.tenant_id))
+            })
+            .await
+    }
+
+    async fn insert_target(&self, target: &Target) -> Result<(), StoreError> {
+        let target = target.clone();
+        self.writer
+            .write(move |c| write_target(c, &target, true).map(drop))
+            .await
+    }
+
+    async fn get_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<Option<Target>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {TARGET_COLUMNS} FROM targets WHERE id = ?1 AND tenant_id = ?2"
+                );
+                rows::optional(c, &sql, [id.as_str(), tenant.as_str()], rows::target)
+            })
+            .await
+    }
+
+    async fn list_targets(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Target>, StoreError> {
+        let (tenant, page) = (tenant.clone(), page.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {TARGET_COLUMNS} FROM targets WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                );
+                let params = params![tenant.as_str(), after(&page), overfetch(&page)];
+                rows::page(c, &sql, params, page.limit, rows::target, |t| t.id.to_string())
+            })
+            .await
+    }
+
+    async fn update_target(&self, target: &Target) -> Result<bool, StoreError> {
+        let target = target.clone();
+        self.writer
+            .write(move |c| write_target(c, &target, false).map(|n| n > 0))
+            .await
+    }
+
+    async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
+        self.delete_owned("targets", tenant, id.to_string()).await
+    }
+
+    async fn insert_filter(&self, filter: &Filter) -> Result<(), StoreError> {
+        let filter = filter.clone();
+        self.writer
+            .write(move |c| write_filter(c, &filter, true).map(drop))
+            .await
+    }
+
+    async fn get_filter(
+        &self,
+        tenant: &TenantId,
+        id: &FilterId,
+    ) -> Result<Option<Filter>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {FILTER_COLUMNS} FROM filters WHERE id = ?1 AND tenant_id = ?2"
+                );
+                rows::optional(c, &sql, [id.as_str(), tenant.as_str()], rows::filter)
+            })
+            .await
+    }
+
+    async fn list_filters(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Filter>, StoreError> {
+        let (tenant, page) = (tenant.clone(), page.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {FILTER_COLUMNS} FROM filters WHERE tenant_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3"
+                );
+                let params = params![tenant.as_str(), after(&page), overfetch(&page)];
+                rows::page(c, &sql, params, page.limit, rows::filter, |f| f.id.to_string())
+            })
+            .await
+    }
+
+    async fn update_filter(&self, filter: &Filter) -> Result<bool, StoreError> {
+        let filter = filter.clone();
+        self.writer
+            .write(move |c| write_filter(c, &filter, false).map(|n| n > 0))
+            .await
+    }
+
+    async fn delete_filter(&self, tenant: &TenantId, id: &FilterId) -> Result<bool, StoreError> {
+        self.delete_owned("filters", tenant, id.to_string()).await
+    }
+
+    async fn insert_subscription(&self, subscription: &Subscription) -> Result<(), StoreError> {
+        let subscription = subscription.clone();
+        self.writer
+            .write(move |c| write_subscription(c, &subscription, true).map(drop))
+            .await
+    }
+
+    async fn get_subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<Option<Subscription>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!("SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE id = ?1 AND tenant_id = ?2");
+                rows::optional(c, &sql, [id.as_str(), tenant.as_str()], rows::subscription)
+            })
+            .await
+    }
+
+    async fn list_subscriptions(
+        &self,
+        tenant: &TenantId,
+        page: &PageRequest,
+    ) -> Result<Page<Subscription>, StoreError> {
+        let (tenant, page) = (tenant.clone(), page.clone());
+        self.readers
+            .read(move |c| {
+                let sql = format!(
+                    "SELECT {SUBSCRIPTION_COLUMNS} FROM subscriptions WHERE tenant_id = ?1 AND id > ?2 \
+                     ORDER BY id LIMIT ?3"
+                );
+                let params = params![tenant.as_str(), after(&page), overfetch(&page)];
+                rows::page(c, &sql, params, page.limit, rows::subscription, |s| s.id.to_string())
+            })
+            .await
+    }
+
+    async fn update_subscription(&self, subscription: &Subscription) -> Result<bool, StoreError> {
+        let subscription = subscription.clone();
+        self.writer
+            .write(move |c| write_subscription(c, &subscription, false).map(|n| n > 0))
+            .await
+    }
+
+    async fn delete_subscription(
+        &self,
+        tenant: &TenantId,
+        id: &SubscriptionId,
+    ) -> Result<bool, StoreError> {
+        self.delete_owned("subscriptions", tenant, id.to_string())
+            .await
+    }
+}

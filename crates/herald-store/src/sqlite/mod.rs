@@ -1,0 +1,64 @@
+//! The embedded store: one SQLite database file in WAL mode.
+//!
+//! One writer thread owns the only write connection and commits queued writes in
+//! groups (see [`writer`]); reads run on a small pool of read-only connections on
+//! tokio's blocking threads (see [`readers`]). WAL lets the readers proceed while the
+//! writer commits. `synchronous = FULL` makes every acknowledged commit survive a
+//! crash of the process and of the machine.
+
+mod backend;
+mod error;
+mod readers;
+mod rows;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+
+use herald_core::store::StoreError;
+use rusqlite::Connection;
+
+use readers::Readers;
+use writer::Writer;
+
+/// The file name of the database inside the data directory.
+pub const DATABASE_FILE: &str = "herald.db";
+
+/// A [`StoreBackend`](herald_core::store::StoreBackend) on one SQLite file.
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Readers,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir`, brings its schema up to
+    /// date and starts the writer thread.
+    pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        let path = data_dir.join(DATABASE_FILE);
+        let mut connection = open_connection(&path)?;
+        configure_writer(&connection)?;
+        schema::migrate(&mut connection)?;
+        Ok(Self {
+            writer: Writer::start(connection)?,
+            readers: Readers::new(path),
+        })
+    }
+}
+
+fn open_connection(path: &PathBuf) -> Result<Connection, StoreError> {
+    let connection = Connection::open(path).map_err(error::translate)?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(error::translate)?;
+    Ok(connection)
+}
+
+fn configure_writer(connection: &Connection) -> Result<(), StoreError> {
+    connection
+        .execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = FULL;
+             PRAGMA foreign_keys = ON;",
+        )
+        .map_err(error::translate)
+}

@@ -1,0 +1,197 @@
+//! Reading rows back into the model, and writing model values as SQL parameters.
+//!
+//! Stored values are validated again on the way out: a row that no longer passes
+//! (a manual edit, a bug) surfaces as [`StoreError::Corrupt`] instead of a panic.
+
+use std::collections::BTreeMap;
+
+use herald_core::auth::{ApiKey, KeyHash};
+use herald_core::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
+use herald_core::model::{
+    CustomHeaders, Description, Filter, FilterPatterns, MaxInFlight, RateLimit, Subscription,
+    Target, TargetUrl, Tenant, TenantName, Timeout,
+};
+use herald_core::secret::TargetSecret;
+use herald_core::store::{Page, StoreError};
+use herald_core::time::Timestamp;
+use herald_core::validation::ValidationError;
+use rusqlite::types::Type;
+use rusqlite::{Connection, Params, Row};
+
+use super::error::translate;
+
+/// Columns read by [`tenant`], in order.
+pub(super) const TENANT_COLUMNS: &str = "id, name, created_at, updated_at";
+/// Columns read by [`api_key`], in order.
+pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, visible_prefix, created_at";
+/// Columns read by [`target`], in order.
+pub(super) const TARGET_COLUMNS: &str = "id, tenant_id, url, description, secret, headers, \
+     rate_limit_per_second, max_in_flight, timeout_ms, active, created_at, updated_at";
+/// Columns read by [`filter`], in order.
+pub(super) const FILTER_COLUMNS: &str =
+    "id, tenant_id, description, patterns, created_at, updated_at";
+/// Columns read by [`subscription`], in order.
+pub(super) const SUBSCRIPTION_COLUMNS: &str =
+    "id, tenant_id, target_id, filter_id, active, created_at, updated_at";
+
+pub(super) fn tenant(row: &Row<'_>) -> rusqlite::Result<Tenant> {
+    Ok(Tenant {
+        id: id(row, 0, TenantId::parse)?,
+        name: valid(1, TenantName::parse(&row.get::<_, String>(1)?, "name"))?,
+        created_at: timestamp(row, 2)?,
+        updated_at: timestamp(row, 3)?,
+    })
+}
+
+pub(super) fn api_key(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
+    let hash: Vec<u8> = row.get(2)?;
+    let hash: [u8; 32] = hash
+        .try_into()
+        .map_err(|_| invalid(2, ValidationError::new("key_hash", "not 32 bytes")))?;
+    Ok(ApiKey {
+        id: id(row, 0, ApiKeyId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        hash: KeyHash(hash),
+        visible_prefix: row.get(3)?,
+        created_at: timestamp(row, 4)?,
+    })
+}
+
+pub(super) fn target(row: &Row<'_>) -> rusqlite::Result<Target> {
+    let headers: BTreeMap<String, String> = json(row, 5)?;
+    Ok(Target {
+        id: id(row, 0, TargetId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        url: valid(2, TargetUrl::parse(&row.get::<_, String>(2)?, "url"))?,
+        description: description(row, 3)?,
+        secret: valid(4, TargetSecret::parse(&row.get::<_, String>(4)?, "secret"))?,
+        headers: valid(5, CustomHeaders::parse(headers, "headers"))?,
+        rate_limit: row
+            .get::<_, Option<f64>>(6)?
+            .map(|rate| valid(6, RateLimit::parse(rate, "rate_limit_per_second")))
+            .transpose()?,
+        max_in_flight: valid(7, MaxInFlight::parse(row.get(7)?, "max_in_flight"))?,
+        timeout: valid(8, Timeout::parse_millis(row.get(8)?, "timeout_ms"))?,
+        active: row.get(9)?,
+        created_at: timestamp(row, 10)?,
+        updated_at: timestamp(row, 11)?,
+    })
+}
+
+pub(super) fn filter(row: &Row<'_>) -> rusqlite::Result<Filter> {
+    let patterns: Vec<String> = json(row, 3)?;
+    Ok(Filter {
+        id: id(row, 0, FilterId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        description: description(row, 2)?,
+        patterns: valid(3, FilterPatterns::parse(&patterns, "patterns"))?,
+        created_at: timestamp(row, 4)?,
+        updated_at: timestamp(row, 5)?,
+    })
+}
+
+pub(super) fn subscription(row: &Row<'_>) -> rusqlite::Result<Subscription> {
+    Ok(Subscription {
+        id: id(row, 0, SubscriptionId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        target_id: id(row, 2, TargetId::parse)?,
+        filter_id: id(row, 3, FilterId::parse)?,
+        active: row.get(4)?,
+        created_at: timestamp(row, 5)?,
+        updated_at: timestamp(row, 6)?,
+    })
+}
+
+/// Headers as stored: a JSON object.
+pub(super) fn headers_json(headers: &CustomHeaders) -> String {
+    serde_json::Value::from(serde_json::Map::from_iter(
+        headers
+            .as_map()
+            .iter()
+            .map(|(name, value)| (name.clone(), serde_json::Value::from(value.as_str()))),
+    ))
+    .to_string()
+}
+
+/// Patterns as stored: a JSON array of strings.
+pub(super) fn patterns_json(patterns: &FilterPatterns) -> String {
+    serde_json::Value::from_iter(patterns.as_slice().iter().map(|p| p.as_str())).to_string()
+}
+
+/// Reads one row, or `None`.
+pub(super) fn optional<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    let mut rows = statement.query(params).map_err(translate)?;
+    match rows.next().map_err(translate)? {
+        Some(row) => map(row).map(Some).map_err(translate),
+        None => Ok(None),
+    }
+}
+
+/// Reads every row.
+pub(super) fn all<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    let rows = statement.query_map(params, map).map_err(translate)?;
+    rows.collect::<Result<Vec<T>, _>>().map_err(translate)
+}
+
+/// Reads one page: `sql` must select `limit + 1` rows in id order.
+pub(super) fn page<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+    limit: u32,
+    map: fn(&Row<'_>) -> rusqlite::Result<T>,
+    id_of: fn(&T) -> String,
+) -> Result<Page<T>, StoreError> {
+    Ok(Page::from_overfetch(
+        all(connection, sql, params, map)?,
+        limit,
+        id_of,
+    ))
+}
+
+fn id<T>(row: &Row<'_>, index: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    parse(&text).ok_or_else(|| {
+        invalid(
+            index,
+            ValidationError::new("id", format!("{text:?} is not a valid id")),
+        )
+    })
+}
+
+fn timestamp(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
+    row.get(index).map(Timestamp::from_millis)
+}
+
+fn description(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Description>> {
+    row.get::<_, Option<String>>(index)?
+        .map(|text| valid(index, Description::parse(&text, "description")))
+        .transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &Row<'_>, index: usize) -> rusqlite::Result<T> {
+    let text: String = row.get(index)?;
+    serde_json::from_str(&text).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(error))
+    })
+}
+
+fn valid<T>(index: usize, result: Result<T, ValidationError>) -> rusqlite::Result<T> {
+    result.map_err(|error| invalid(index, error))
+}
+
+fn invalid(index: usize, error: ValidationError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, Type::Text, Box::new(error))
+}

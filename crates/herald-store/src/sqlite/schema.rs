@@ -1,0 +1,103 @@
+//! The schema and its migrations, tracked in SQLite's `user_version`.
+//!
+//! Migrations only ever append: the n-th entry moves the schema from version n to n+1.
+//! A database newer than this binary is refused rather than guessed at.
+
+use herald_core::store::StoreError;
+use rusqlite::Connection;
+
+use super::error::translate;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: tenants, API keys and the delivery configuration.
+    "CREATE TABLE tenants (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE api_keys (
+        id              TEXT PRIMARY KEY,
+        tenant_id       TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        key_hash        BLOB NOT NULL UNIQUE,
+        visible_prefix  TEXT NOT NULL,
+        created_at      INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX api_keys_by_tenant ON api_keys(tenant_id, id);
+    CREATE TABLE targets (
+        id                     TEXT PRIMARY KEY,
+        tenant_id              TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        url                    TEXT NOT NULL,
+        description            TEXT,
+        secret                 TEXT NOT NULL,
+        headers                TEXT NOT NULL,
+        rate_limit_per_second  REAL,
+        max_in_flight          INTEGER NOT NULL,
+        timeout_ms             INTEGER NOT NULL,
+        active                 INTEGER NOT NULL,
+        created_at             INTEGER NOT NULL,
+        updated_at             INTEGER NOT NULL,
+        UNIQUE (tenant_id, id)
+    ) STRICT;
+    CREATE TABLE filters (
+        id           TEXT PRIMARY KEY,
+        tenant_id    TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        description  TEXT,
+        patterns     TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL,
+        UNIQUE (tenant_id, id)
+    ) STRICT;
+    CREATE TABLE subscriptions (
+        id          TEXT PRIMARY KEY,
+        tenant_id   TEXT NOT NULL,
+        target_id   TEXT NOT NULL,
+        filter_id   TEXT NOT NULL,
+        active      INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        UNIQUE (target_id, filter_id),
+        FOREIGN KEY (tenant_id, target_id) REFERENCES targets(tenant_id, id) ON DELETE CASCADE,
+        FOREIGN KEY (tenant_id, filter_id) REFERENCES filters(tenant_id, id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX subscriptions_by_tenant ON subscriptions(tenant_id, id);
+    CREATE INDEX subscriptions_by_filter ON subscriptions(filter_id);",
+];
+
+/// The schema version this binary writes.
+pub(super) fn latest_version() -> i64 {
+    i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+}
+
+/// Applies every migration the database has not seen, each in its own transaction.
+pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let current = version(connection)?;
+    if current > latest_version() {
+        return Err(StoreError::Corrupt {
+            detail: format!(
+                "the database has schema version {current}, newer than the {} this Herald knows; upgrade Herald",
+                latest_version()
+            ),
+        });
+    }
+    for (version, sql) in (1_i64..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let transaction = connection.transaction().map_err(translate)?;
+        transaction.execute_batch(sql).map_err(translate)?;
+        transaction
+            .pragma_update(None, "user_version", version)
+            .map_err(translate)?;
+        transaction.commit().map_err(translate)?;
+        tracing::info!(version, "applied SQLite schema migration");
+    }
+    Ok(())
+}
+
+/// The schema version recorded in the database.
+pub(super) fn version(connection: &Connection) -> Result<i64, StoreError> {
+    connection
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(translate)
+}
