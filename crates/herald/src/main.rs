@@ -1,1 +1,69 @@
-fn main() {}
+//! `herald`: parses the command line and runs the chosen subcommand.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use herald::app;
+use herald::config::{Cli, Command, Config, ServeArgs};
+use herald::telemetry;
+
+/// Exit status for configuration errors (as opposed to runtime failures).
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(args) => serve(args),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    telemetry::init();
+    let admin_token = std::env::var("HERALD_ADMIN_TOKEN")
+        .ok()
+        .filter(|token| !token.is_empty());
+    let config = match Config::resolve(args, admin_token) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("herald: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match run(&config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(config: &Config) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let running = app::start(config).await?;
+        if let Some((token, path)) = running.generated_admin_token() {
+            println!(
+                "Generated the admin token. It is saved in {} (mode 0600) and shown only this once:\n\n    {token}\n",
+                path.display()
+            );
+        }
+        let address = running.local_address();
+        tracing::info!(%address, "herald listening on http://{address}");
+        wait_for_shutdown_signal().await?;
+        tracing::info!("shutting down");
+        running.stop().await.context("the HTTP server failed while stopping")
+    })
+}
+
+async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
+        _ = terminate.recv() => Ok(()),
+    }
+}

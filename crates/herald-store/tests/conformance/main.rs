@@ -4,6 +4,8 @@
 //! backends they run on are opened in `backends.rs`. A bug found in one backend
 //! becomes a case here, so all backends stay equal.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed case
+
 mod backends;
 mod cases;
 mod fixtures;

@@ -1,0 +1,39 @@
+//! Liveness and readiness probes.
+
+use axum::Json;
+use axum::extract::State;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::AppState;
+use super::error::ApiError;
+
+/// A probe's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    /// `ok` or `ready`.
+    #[schema(example = "ok")]
+    status: &'static str,
+}
+
+/// Liveness: the process answers HTTP.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Alive", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: the store answers and its schema is current.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Ready to serve", body = Health),
+        (status = 503, description = "The store is unreachable or not migrated", body = super::error::Problem,
+            content_type = "application/problem+json")))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state
+        .management
+        .store()
+        .ping()
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(Json(Health { status: "ready" }))
+}

@@ -1,0 +1,101 @@
+//! The HTTP API: one module per resource, each with its wire types and handlers.
+//!
+//! Handlers are thin: parse the wire type into validated core types, call
+//! [`herald_core::service`], convert the result back. Errors become problem documents
+//! in [`error`] and nowhere else. The router and the OpenAPI document are built from
+//! the same route list, so the document cannot miss a route.
+
+mod auth;
+mod docs;
+mod error;
+mod extract;
+mod filters;
+mod health;
+mod pagination;
+mod subscriptions;
+mod targets;
+mod tenants;
+mod wire;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Extension};
+use axum::http::{Method, Uri};
+use herald_core::auth::KeyHash;
+use herald_core::service::Management;
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use error::{ApiError, PROBLEM_JSON, Problem};
+
+/// Largest request body of a management call.
+pub const MAX_MANAGEMENT_BODY: usize = 1 << 20;
+
+/// What every handler may use.
+#[derive(Clone)]
+pub struct AppState {
+    /// The management operations.
+    pub management: Management,
+    /// SHA-256 of the admin token.
+    pub admin_token: KeyHash,
+}
+
+/// Every route, documented.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(docs::openapi_json))
+        .routes(routes!(tenants::create_tenant, tenants::list_tenants))
+        .routes(routes!(
+            tenants::get_tenant,
+            tenants::update_tenant,
+            tenants::delete_tenant
+        ))
+        .routes(routes!(tenants::create_api_key, tenants::list_api_keys))
+        .routes(routes!(tenants::delete_api_key))
+        .routes(routes!(targets::create_target, targets::list_targets))
+        .routes(routes!(
+            targets::get_target,
+            targets::update_target,
+            targets::delete_target
+        ))
+        .routes(routes!(filters::create_filter, filters::list_filters))
+        .routes(routes!(
+            filters::get_filter,
+            filters::update_filter,
+            filters::delete_filter
+        ))
+        .routes(routes!(
+            subscriptions::create_subscription,
+            subscriptions::list_subscriptions
+        ))
+        .routes(routes!(
+            subscriptions::get_subscription,
+            subscriptions::update_subscription,
+            subscriptions::delete_subscription
+        ))
+}
+
+/// The HTTP application.
+pub fn router(state: AppState) -> Router {
+    let (router, mut document) = routes().split_for_parts();
+    docs::CommonResponses.modify(&mut document);
+    let served = serde_json::to_value(&document).unwrap_or_default();
+    router
+        .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(Extension(docs::ServedDocument(Arc::new(served))))
+        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY))
+        .with_state(state)
+}
+
+async fn no_route(uri: Uri) -> ApiError {
+    ApiError::NotFound(format!("there is no route {}", uri.path()))
+}
+
+async fn wrong_method(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}

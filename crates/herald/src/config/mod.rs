@@ -1,0 +1,517 @@
+//! Configuration: read once at start-up from flags, `HERALD_*` variables and a TOML
+//! file (in that order of precedence), validated, and typed from then on.
+//!
+//! Every message names the setting in all three spellings, so an operator can find it
+//! wherever it was set. Secrets (the admin token, the database URL) are never printed.
+
+mod cli;
+mod file;
+mod values;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+pub use cli::{Cli, Command, ServeArgs};
+use file::{FileConfig, FileValue};
+
+/// Shortest admin token accepted from `HERALD_ADMIN_TOKEN`.
+const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// A configuration problem, reported before Herald starts serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The `--config` file could not be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    ReadFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `--config` file is not valid TOML or has unknown keys.
+    #[error("the config file {} is not valid: {source}", path.display())]
+    ParseFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A setting has a value Herald cannot use.
+    #[error("{setting}: {message}")]
+    Invalid {
+        /// Which setting, in all its spellings.
+        setting: Setting,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// A setting's names: its flag, environment variable and config file key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    flag: &'static str,
+    env: &'static str,
+}
+
+impl Setting {
+    const fn new(flag: &'static str, env: &'static str) -> Self {
+        Self { flag, env }
+    }
+
+    fn invalid(self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            setting: self,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let key = self.flag.trim_start_matches("--").replace('-', "_");
+        if self.flag.is_empty() {
+            write!(f, "{}", self.env)
+        } else {
+            write!(
+                f,
+                "{} ({}, `{key}` in the config file)",
+                self.flag, self.env
+            )
+        }
+    }
+}
+
+/// The names of every setting, as used in messages.
+pub mod settings {
+    use super::Setting;
+
+    pub const LISTEN: Setting = Setting::new("--listen", "HERALD_LISTEN");
+    pub const DATA_DIR: Setting = Setting::new("--data-dir", "HERALD_DATA_DIR");
+    pub const DATABASE_URL: Setting = Setting::new("--database-url", "HERALD_DATABASE_URL");
+    pub const ADMIN_TOKEN: Setting = Setting::new("", "HERALD_ADMIN_TOKEN");
+    pub const ALLOW_TARGETS: Setting = Setting::new("--allow-targets", "HERALD_ALLOW_TARGETS");
+    pub const RETRY_INITIAL: Setting = Setting::new("--retry-initial", "HERALD_RETRY_INITIAL");
+    pub const RETRY_MAX_DELAY: Setting =
+        Setting::new("--retry-max-delay", "HERALD_RETRY_MAX_DELAY");
+    pub const RETRY_MAX_AGE: Setting = Setting::new("--retry-max-age", "HERALD_RETRY_MAX_AGE");
+    pub const RETRY_MAX_ATTEMPTS: Setting =
+        Setting::new("--retry-max-attempts", "HERALD_RETRY_MAX_ATTEMPTS");
+    pub const CIRCUIT_FAILURES: Setting =
+        Setting::new("--circuit-failures", "HERALD_CIRCUIT_FAILURES");
+    pub const CIRCUIT_COOLDOWN: Setting =
+        Setting::new("--circuit-cooldown", "HERALD_CIRCUIT_COOLDOWN");
+    pub const MAX_PAYLOAD: Setting = Setting::new("--max-payload", "HERALD_MAX_PAYLOAD");
+    pub const TENANT_RATE_LIMIT: Setting =
+        Setting::new("--tenant-rate-limit", "HERALD_TENANT_RATE_LIMIT");
+    pub const KAFKA_BROKERS: Setting = Setting::new("--kafka-brokers", "HERALD_KAFKA_BROKERS");
+    pub const KAFKA_TOPICS: Setting = Setting::new("--kafka-topics", "HERALD_KAFKA_TOPICS");
+    pub const KAFKA_GROUP: Setting = Setting::new("--kafka-group", "HERALD_KAFKA_GROUP");
+}
+
+/// How failed deliveries are retried.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryConfig {
+    /// Delay before the first retry, before jitter.
+    pub initial: Duration,
+    /// Longest delay between two attempts.
+    pub max_delay: Duration,
+    /// Age at which a delivery is dead.
+    pub max_age: Duration,
+    /// Attempts after which a delivery is dead, if limited.
+    pub max_attempts: Option<u32>,
+}
+
+/// When a target's circuit opens.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CircuitConfig {
+    /// Consecutive failures that open it.
+    pub failures: u32,
+    /// First open period.
+    pub cooldown: Duration,
+}
+
+/// Herald's validated configuration.
+#[derive(Clone, PartialEq)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded store and the generated admin token.
+    pub data_dir: PathBuf,
+    /// Admin token from `HERALD_ADMIN_TOKEN`; generated into the data dir when absent.
+    pub admin_token: Option<String>,
+    /// Networks targets may reach despite the SSRF guard.
+    pub allow_targets: Vec<IpNet>,
+    /// Retry schedule.
+    pub retry: RetryConfig,
+    /// Circuit breaker thresholds.
+    pub circuit: CircuitConfig,
+    /// Largest accepted event payload, in bytes.
+    pub max_payload: u64,
+    /// Default per-tenant ingest limit, events per second.
+    pub tenant_rate_limit: Option<f64>,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
+            .field("allow_targets", &self.allow_targets)
+            .field("retry", &self.retry)
+            .field("circuit", &self.circuit)
+            .field("max_payload", &self.max_payload)
+            .field("tenant_rate_limit", &self.tenant_rate_limit)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Validates the settings: `args` (flags and environment, as clap read them) over
+    /// the file named by `args.config`, and the admin token from the environment.
+    pub fn resolve(args: ServeArgs, admin_token: Option<String>) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => FileConfig::load(path)?,
+            None => FileConfig::default(),
+        };
+        let raw = RawSettings::merge(args, file);
+        raw.refuse_unsupported()?;
+        let retry = RetryConfig {
+            initial: parse_or(
+                raw.retry_initial,
+                settings::RETRY_INITIAL,
+                "5s",
+                values::duration,
+            )?,
+            max_delay: parse_or(
+                raw.retry_max_delay,
+                settings::RETRY_MAX_DELAY,
+                "2h",
+                values::duration,
+            )?,
+            max_age: parse_or(
+                raw.retry_max_age,
+                settings::RETRY_MAX_AGE,
+                "24h",
+                values::duration,
+            )?,
+            max_attempts: parse_opt(raw.retry_max_attempts, settings::RETRY_MAX_ATTEMPTS, |t| {
+                values::count(t, 1, 1_000_000)
+            })?,
+        };
+        let config = Self {
+            listen: parse_or(raw.listen, settings::LISTEN, "127.0.0.1:8080", socket_addr)?,
+            data_dir: parse_or(raw.data_dir, settings::DATA_DIR, "./herald-data", data_dir)?,
+            admin_token: admin_token.map(check_admin_token).transpose()?,
+            allow_targets: parse_or(
+                raw.allow_targets,
+                settings::ALLOW_TARGETS,
+                "",
+                values::cidrs,
+            )?,
+            retry,
+            circuit: CircuitConfig {
+                failures: parse_or(
+                    raw.circuit_failures,
+                    settings::CIRCUIT_FAILURES,
+                    "10",
+                    |t| values::count(t, 1, 1_000_000),
+                )?,
+                cooldown: parse_or(
+                    raw.circuit_cooldown,
+                    settings::CIRCUIT_COOLDOWN,
+                    "30s",
+                    values::duration,
+                )?,
+            },
+            max_payload: parse_or(raw.max_payload, settings::MAX_PAYLOAD, "5MiB", values::size)?,
+            tenant_rate_limit: parse_opt(
+                raw.tenant_rate_limit,
+                settings::TENANT_RATE_LIMIT,
+                values::rate,
+            )?,
+        };
+        config.check_consistency()?;
+        Ok(config)
+    }
+
+    /// Cross-field rules no single value can break alone.
+    fn check_consistency(&self) -> Result<(), ConfigError> {
+        if self.retry.initial.is_zero() {
+            return Err(settings::RETRY_INITIAL.invalid("must be longer than 0s"));
+        }
+        if self.retry.max_delay < self.retry.initial {
+            return Err(settings::RETRY_MAX_DELAY.invalid(format!(
+                "{} is shorter than the first retry delay ({}); it must be at least as long",
+                humantime::format_duration(self.retry.max_delay),
+                humantime::format_duration(self.retry.initial)
+            )));
+        }
+        if self.retry.max_age.is_zero() {
+            return Err(settings::RETRY_MAX_AGE.invalid("must be longer than 0s"));
+        }
+        if self.circuit.cooldown.is_zero() {
+            return Err(settings::CIRCUIT_COOLDOWN.invalid("must be longer than 0s"));
+        }
+        if self.max_payload == 0 || self.max_payload > MAX_PAYLOAD_LIMIT {
+            return Err(settings::MAX_PAYLOAD.invalid("must be between 1 byte and 256MiB"));
+        }
+        Ok(())
+    }
+}
+
+/// Largest payload limit an operator may configure.
+const MAX_PAYLOAD_LIMIT: u64 = 256 << 20;
+
+/// Each setting's text, from the flag or environment if given, else from the file.
+struct RawSettings {
+    listen: Option<String>,
+    data_dir: Option<String>,
+    database_url: Option<String>,
+    allow_targets: Option<String>,
+    retry_initial: Option<String>,
+    retry_max_delay: Option<String>,
+    retry_max_age: Option<String>,
+    retry_max_attempts: Option<String>,
+    circuit_failures: Option<String>,
+    circuit_cooldown: Option<String>,
+    max_payload: Option<String>,
+    tenant_rate_limit: Option<String>,
+    kafka_brokers: Option<String>,
+    kafka_topics: Option<String>,
+    kafka_group: Option<String>,
+}
+
+impl RawSettings {
+    fn merge(args: ServeArgs, file: FileConfig) -> Self {
+        let pick = |arg: Option<String>, file: Option<FileValue>| {
+            arg.or_else(|| file.map(FileValue::into_text))
+        };
+        Self {
+            listen: pick(args.listen, file.listen),
+            data_dir: pick(args.data_dir, file.data_dir),
+            database_url: pick(args.database_url, file.database_url),
+            allow_targets: pick(args.allow_targets, file.allow_targets),
+            retry_initial: pick(args.retry_initial, file.retry_initial),
+            retry_max_delay: pick(args.retry_max_delay, file.retry_max_delay),
+            retry_max_age: pick(args.retry_max_age, file.retry_max_age),
+            retry_max_attempts: pick(args.retry_max_attempts, file.retry_max_attempts),
+            circuit_failures: pick(args.circuit_failures, file.circuit_failures),
+            circuit_cooldown: pick(args.circuit_cooldown, file.circuit_cooldown),
+            max_payload: pick(args.max_payload, file.max_payload),
+            tenant_rate_limit: pick(args.tenant_rate_limit, file.tenant_rate_limit),
+            kafka_brokers: pick(args.kafka_brokers, file.kafka_brokers),
+            kafka_topics: pick(args.kafka_topics, file.kafka_topics),
+            kafka_group: pick(args.kafka_group, file.kafka_group),
+        }
+    }
+
+    /// Refuses settings whose feature this build does not have yet, rather than
+    /// silently running without it.
+    fn refuse_unsupported(&self) -> Result<(), ConfigError> {
+        if self
+            .database_url
+            .as_deref()
+            .is_some_and(|url| !url.trim().is_empty())
+        {
+            return Err(settings::DATABASE_URL.invalid(
+                "this build of Herald has only the embedded store; leave it unset (PostgreSQL support is not built yet)",
+            ));
+        }
+        let kafka = [&self.kafka_brokers, &self.kafka_topics, &self.kafka_group];
+        if kafka
+            .iter()
+            .any(|value| value.as_deref().is_some_and(|v| !v.trim().is_empty()))
+        {
+            return Err(settings::KAFKA_BROKERS.invalid(
+                "this build of Herald has no Kafka source yet; leave the Kafka settings unset",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_or<T>(
+    value: Option<String>,
+    setting: Setting,
+    default: &str,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<T, ConfigError> {
+    parse(value.as_deref().unwrap_or(default)).map_err(|message| setting.invalid(message))
+}
+
+fn parse_opt<T>(
+    value: Option<String>,
+    setting: Setting,
+    parse: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, ConfigError> {
+    value
+        .filter(|text| !text.trim().is_empty() && text.trim() != "unlimited")
+        .map(|text| parse(&text).map_err(|message| setting.invalid(message)))
+        .transpose()
+}
+
+fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    text.trim().parse().map_err(|_| {
+        format!("{text:?} is not an IP address and port like 127.0.0.1:8080 or [::1]:8080")
+    })
+}
+
+fn data_dir(text: &str) -> Result<PathBuf, String> {
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn check_admin_token(token: String) -> Result<String, ConfigError> {
+    if token.len() < MIN_ADMIN_TOKEN_LEN
+        || token.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(settings::ADMIN_TOKEN.invalid(format!(
+            "must be at least {MIN_ADMIN_TOKEN_LEN} characters with no spaces (the value is not shown)"
+        )));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolve(args: ServeArgs) -> Result<Config, ConfigError> {
+        Config::resolve(args, None)
+    }
+
+    #[test]
+    fn defaults_follow_the_brief() {
+        let config = resolve(ServeArgs::default()).expect("defaults are valid");
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(config.data_dir, PathBuf::from("./herald-data"));
+        assert_eq!(config.retry.initial, Duration::from_secs(5));
+        assert_eq!(config.retry.max_delay, Duration::from_secs(7200));
+        assert_eq!(config.retry.max_age, Duration::from_secs(86_400));
+        assert_eq!(config.retry.max_attempts, None);
+        assert_eq!(config.circuit.failures, 10);
+        assert_eq!(config.circuit.cooldown, Duration::from_secs(30));
+        assert_eq!(config.max_payload, 5 << 20);
+        assert_eq!(config.tenant_rate_limit, None);
+        assert!(config.allow_targets.is_empty());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nmax_payload = \"1MiB\"\nallow_targets = [\"127.0.0.0/8\"]\nretry_max_attempts = 7\n",
+        )
+        .expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:9001".into()),
+            ..ServeArgs::default()
+        };
+        let config = resolve(args).expect("valid");
+        assert_eq!(config.listen.port(), 9001);
+        assert_eq!(config.max_payload, 1 << 20);
+        assert_eq!(config.allow_targets.len(), 1);
+        assert_eq!(config.retry.max_attempts, Some(7));
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let cases: Vec<(ServeArgs, &str)> = vec![
+            (
+                ServeArgs {
+                    listen: Some("nowhere".into()),
+                    ..Default::default()
+                },
+                "--listen",
+            ),
+            (
+                ServeArgs {
+                    max_payload: Some("lots".into()),
+                    ..Default::default()
+                },
+                "--max-payload",
+            ),
+            (
+                ServeArgs {
+                    retry_initial: Some("5".into()),
+                    ..Default::default()
+                },
+                "--retry-initial",
+            ),
+            (
+                ServeArgs {
+                    retry_max_delay: Some("1s".into()),
+                    ..Default::default()
+                },
+                "--retry-max-delay",
+            ),
+            (
+                ServeArgs {
+                    circuit_failures: Some("0".into()),
+                    ..Default::default()
+                },
+                "--circuit-failures",
+            ),
+            (
+                ServeArgs {
+                    allow_targets: Some("10.0.0.0/99".into()),
+                    ..Default::default()
+                },
+                "--allow-targets",
+            ),
+            (
+                ServeArgs {
+                    tenant_rate_limit: Some("-3".into()),
+                    ..Default::default()
+                },
+                "--tenant-rate-limit",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://x".into()),
+                    ..Default::default()
+                },
+                "--database-url",
+            ),
+        ];
+        for (args, flag) in cases {
+            let message = resolve(args).expect_err("invalid").to_string();
+            assert!(message.starts_with(flag), "{message}");
+        }
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("herald.toml");
+        std::fs::write(&path, "lisen = \"127.0.0.1:9000\"\n").expect("write");
+        let message = resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key")
+        .to_string();
+        assert!(message.contains("lisen"), "{message}");
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused_without_echoing_it() {
+        let message = Config::resolve(ServeArgs::default(), Some("hunter2".into()))
+            .expect_err("too short")
+            .to_string();
+        assert!(message.starts_with("HERALD_ADMIN_TOKEN"), "{message}");
+        assert!(!message.contains("hunter2"));
+    }
+}

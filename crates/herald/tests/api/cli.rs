@@ -1,0 +1,241 @@
+//! The `herald` binary as a user runs it: help, start-up validation, the generated
+//! admin token, and a restart of the real process on the same data directory.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helpers::herald_binary;
+
+/// A `herald` command with no `HERALD_*` variables from the test's environment.
+fn herald(args: &[&str]) -> Command {
+    let mut command = Command::new(herald_binary());
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    command
+}
+
+fn run(command: &mut Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("herald runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn every_subcommand_has_help() {
+    let top = run(&mut herald(&["--help"]));
+    assert!(top.status.success());
+    assert!(String::from_utf8_lossy(&top.stdout).contains("serve"));
+    let serve = run(&mut herald(&["serve", "--help"]));
+    assert!(serve.status.success());
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for expected in [
+        "--listen",
+        "HERALD_LISTEN",
+        "--data-dir",
+        "--retry-max-age",
+        "--max-payload",
+        "--config",
+    ] {
+        assert!(
+            text.contains(expected),
+            "serve --help mentions {expected}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_listen_address_is_reported_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let output = run(&mut herald(&[
+        "serve",
+        "--listen",
+        "localhost-ish",
+        "--data-dir",
+        data,
+    ]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--listen"), "{}", stderr(&output));
+
+    let output = run(herald(&["serve", "--data-dir", data]).env("HERALD_LISTEN", "300.1.1.1:80"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("HERALD_LISTEN"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_address_in_use_is_reported() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("address").to_string();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let output = run(herald(&["serve", "--listen", &address, "--data-dir", data])
+        .env("HERALD_ADMIN_TOKEN", "a-long-enough-admin-token"));
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("cannot listen on"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn an_unusable_data_dir_is_reported_and_exits_non_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, b"x").expect("write");
+    let data = file.join("data");
+    let output = run(&mut herald(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ]));
+    assert!(!output.status.success());
+    let message = stderr(&output);
+    assert!(
+        message.contains("--data-dir") && message.contains("data directory"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_config_file_with_an_unknown_key_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "listen = \"127.0.0.1:0\"\nretry_max_ages = \"1h\"\n",
+    )
+    .expect("write");
+    let output = run(&mut herald(&[
+        "serve",
+        "--config",
+        config.to_str().expect("utf-8"),
+    ]));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("retry_max_ages"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+/// A running `herald serve` and the lines it printed so far.
+struct Server {
+    child: Child,
+    base: String,
+    stdout: Vec<String>,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Self {
+        let data_dir = data_dir.to_str().expect("utf-8");
+        let child = herald(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("herald starts");
+        let mut server = Self {
+            child,
+            base: String::new(),
+            stdout: Vec::new(),
+        };
+        let received = server.forward_stdout();
+        while server.base.is_empty() {
+            let line = received
+                .recv_timeout(Duration::from_secs(20))
+                .expect("herald reports where it listens");
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let address = rest.split(['"', ' ']).next().unwrap_or_default();
+                server.base = format!("http://{address}");
+            }
+            server.stdout.push(line);
+        }
+        server
+    }
+
+    /// Sends each line the server prints to the returned channel.
+    fn forward_stdout(&mut self) -> mpsc::Receiver<String> {
+        let (lines, received) = mpsc::channel();
+        let stdout = self.child.stdout.take().expect("stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        received
+    }
+
+    fn terminate(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill runs");
+        let status = self.child.wait().expect("herald exits");
+        assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    }
+}
+
+impl Drop for Server {
+    /// A failed test must not leave a server running (it would hold the test's output open).
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_real_binary_generates_the_admin_token_once_and_keeps_data_across_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Server::start(dir.path());
+    let token_file = dir.path().join("admin-token");
+    let token = std::fs::read_to_string(&token_file).expect("token file");
+    assert!(
+        server.stdout.iter().any(|line| line.contains(&token)),
+        "printed on first start"
+    );
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{}/v1/tenants", server.base))
+        .bearer_auth(&token)
+        .json(&json!({ "name": "Acme" }))
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    let tenant = created["id"].as_str().expect("id").to_owned();
+    server.terminate();
+
+    let server = Server::start(dir.path());
+    assert!(
+        !server.stdout.iter().any(|line| line.contains(&token)),
+        "not printed again"
+    );
+    let fetched = client
+        .get(format!("{}/v1/tenants/{tenant}", server.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(fetched.status(), 200);
+    server.terminate();
+}

@@ -1,0 +1,225 @@
+//! `TestApp`: one Herald instance in this process, and an HTTP client for it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use herald::app::{self, RunningApp};
+use herald::config::{Config, ServeArgs};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+/// The admin token every test instance is configured with.
+pub const ADMIN: &str = "test-admin-token-0123456789";
+
+/// An answer: status, content type and JSON body (`Null` when there is none).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub content_type: String,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts a problem+json answer with this status and problem slug; returns its detail.
+    #[track_caller]
+    pub fn assert_problem(&self, status: u16, slug: &str) -> String {
+        assert_eq!(self.status.as_u16(), status, "status of {self:#?}");
+        assert_eq!(
+            self.content_type, "application/problem+json",
+            "content type of {self:#?}"
+        );
+        assert_eq!(
+            self.body["type"],
+            format!("urn:herald:problem:{slug}"),
+            "type of {self:#?}"
+        );
+        assert_eq!(self.body["status"], status, "status member of {self:#?}");
+        assert!(
+            self.body["title"].as_str().is_some_and(|t| !t.is_empty()),
+            "title of {self:#?}"
+        );
+        let detail = self.body["detail"].as_str().unwrap_or_default().to_owned();
+        assert!(!detail.is_empty(), "detail of {self:#?}");
+        detail
+    }
+
+    /// Asserts the status and returns the body.
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Value {
+        assert_eq!(self.status.as_u16(), status, "{self:#?}");
+        self.body
+    }
+}
+
+/// A running Herald and the directory it keeps its data in.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub data_dir: Arc<TempDir>,
+    running: Option<RunningApp>,
+}
+
+impl TestApp {
+    /// A fresh instance with an empty store.
+    pub async fn spawn() -> Self {
+        Self::spawn_in(Arc::new(tempfile::tempdir().expect("temporary directory"))).await
+    }
+
+    /// An instance on an existing data directory.
+    pub async fn spawn_in(data_dir: Arc<TempDir>) -> Self {
+        let config = test_config(data_dir.path());
+        let running = app::start(&config).await.expect("Herald starts");
+        Self {
+            base: format!("http://{}", running.local_address()),
+            client: reqwest::Client::new(),
+            data_dir,
+            running: Some(running),
+        }
+    }
+
+    /// Stops this instance and starts a new one on the same data directory.
+    pub async fn restart(mut self) -> Self {
+        let running = self.running.take().expect("running");
+        running.stop().await.expect("clean stop");
+        Self::spawn_in(Arc::clone(&self.data_dir)).await
+    }
+
+    /// Sends a request with an optional bearer credential and JSON body.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        credential: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
+        let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(credential) = credential {
+            request = request.bearer_auth(credential);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        answer(request.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str, credential: &str) -> Answer {
+        self.call(Method::GET, path, Some(credential), None).await
+    }
+
+    pub async fn post(&self, path: &str, credential: &str, body: Value) -> Answer {
+        self.call(Method::POST, path, Some(credential), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, credential: &str, body: Value) -> Answer {
+        self.call(Method::PATCH, path, Some(credential), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, credential: &str) -> Answer {
+        self.call(Method::DELETE, path, Some(credential), None)
+            .await
+    }
+
+    /// Creates a tenant; returns its id and API key.
+    pub async fn tenant(&self, name: &str) -> (String, String) {
+        let body = self
+            .post("/v1/tenants", ADMIN, json!({ "name": name }))
+            .await
+            .expect(201);
+        (string(&body["id"]), string(&body["apiKey"]))
+    }
+
+    /// Creates a target for the tenant of `key`; returns its body.
+    pub async fn target(&self, key: &str, url: &str) -> Value {
+        self.post("/v1/webhooks/targets", key, json!({ "url": url }))
+            .await
+            .expect(201)
+    }
+
+    /// Creates a filter for the tenant of `key`; returns its body.
+    pub async fn filter(&self, key: &str, events: &[&str]) -> Value {
+        self.post("/v1/webhooks/filters", key, json!({ "events": events }))
+            .await
+            .expect(201)
+    }
+
+    /// Subscribes a target to a filter; returns the subscription's body.
+    pub async fn subscription(&self, key: &str, target_id: &str, filter_id: &str) -> Value {
+        let body = json!({ "targetId": target_id, "filterId": filter_id });
+        self.post("/v1/webhooks/subscriptions", key, body)
+            .await
+            .expect(201)
+    }
+
+    /// Every item of a list, following `nextCursor` with pages of `limit`; also
+    /// returns how many pages it took.
+    pub async fn list_all(&self, path: &str, key: &str, limit: u32) -> (Vec<Value>, usize) {
+        let mut items = Vec::new();
+        let mut pages = 0;
+        let mut cursor: Option<String> = None;
+        loop {
+            let url = match &cursor {
+                Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
+                None => format!("{path}?limit={limit}"),
+            };
+            let body = self.get(&url, key).await.expect(200);
+            pages += 1;
+            items.extend(body["data"].as_array().expect("data array").iter().cloned());
+            match body["nextCursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return (items, pages),
+            }
+        }
+    }
+}
+
+/// The configuration of a test instance: port 0, the given data directory, the test
+/// admin token, defaults otherwise.
+pub fn test_config(data_dir: &Path) -> Config {
+    let args = ServeArgs {
+        listen: Some("127.0.0.1:0".into()),
+        data_dir: Some(data_dir.to_string_lossy().into_owned()),
+        ..ServeArgs::default()
+    };
+    Config::resolve(args, Some(ADMIN.into())).expect("valid test config")
+}
+
+/// Reads a response into an [`Answer`].
+pub async fn answer(response: reqwest::Response) -> Answer {
+    let status = response.status();
+    let headers = response.headers().clone();
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let text = response.text().await.expect("body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    };
+    Answer {
+        status,
+        content_type,
+        headers,
+        body,
+    }
+}
+
+/// A JSON string value as a `String`.
+#[track_caller]
+pub fn string(value: &Value) -> String {
+    value
+        .as_str()
+        .unwrap_or_else(|| panic!("expected a string, got {value}"))
+        .to_owned()
+}
+
+/// The path of the `herald` binary built for these tests.
+pub fn herald_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}

@@ -1,0 +1,14 @@
+//! Integration tests: a real Herald on a random port with its own temporary data
+//! directory, driven over HTTP like any client would.
+
+mod cli;
+mod example_config;
+mod filters;
+mod helpers;
+mod isolation;
+mod openapi;
+mod restart;
+mod subscriptions;
+mod targets;
+mod tenants;
+mod validation;
