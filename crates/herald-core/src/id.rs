@@ -77,6 +77,19 @@ define_id!(
     SubscriptionId, "sub_"
 );
 
+define_id!(
+    /// Identifies an [`Event`](crate::model::Event); sent as `webhook-id`.
+    EventId, "evt_"
+);
+define_id!(
+    /// Identifies a [`Delivery`](crate::model::Delivery).
+    DeliveryId, "dlv_"
+);
+define_id!(
+    /// Identifies an [`Attempt`](crate::model::Attempt).
+    AttemptId, "att_"
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

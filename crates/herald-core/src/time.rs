@@ -22,6 +22,18 @@ impl Timestamp {
         self.0
     }
 
+    /// The instant `duration` later (saturating).
+    pub fn plus(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_add(millis))
+    }
+
+    /// The instant `duration` earlier (saturating).
+    pub fn minus(self, duration: Duration) -> Self {
+        let millis = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        Self(self.0.saturating_sub(millis))
+    }
+
     /// Converts a [`SystemTime`]; times before 1970 clamp to the epoch.
     pub fn from_system_time(time: SystemTime) -> Self {
         let millis = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());

@@ -248,6 +248,8 @@ pub struct Target {
     pub description: Option<Description>,
     /// The key that signs every delivery.
     pub secret: TargetSecret,
+    /// The key before the last rotation, still signing during its grace period.
+    pub previous_secret: Option<RetiringSecret>,
     /// Extra headers sent with every delivery.
     pub headers: CustomHeaders,
     /// Deliveries per second, or `None` for no limit.
@@ -262,6 +264,39 @@ pub struct Target {
     pub created_at: Timestamp,
     /// When it last changed.
     pub updated_at: Timestamp,
+}
+
+/// A rotated-out secret that keeps signing, beside the new one, until `expires_at`, so
+/// receivers can switch secrets without dropping deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetiringSecret {
+    /// The old secret.
+    pub secret: TargetSecret,
+    /// When it stops signing.
+    pub expires_at: Timestamp,
+}
+
+impl Target {
+    /// The secrets that sign a delivery made at `now`: the current one first, then the
+    /// previous one while its grace period lasts.
+    pub fn signing_secrets(&self, now: Timestamp) -> impl Iterator<Item = &TargetSecret> {
+        let retiring = self
+            .previous_secret
+            .as_ref()
+            .filter(|previous| previous.expires_at > now)
+            .map(|previous| &previous.secret);
+        std::iter::once(&self.secret).chain(retiring)
+    }
+
+    /// Replaces the secret with `new`; the old one keeps signing for `grace`.
+    pub fn rotate_secret(&mut self, new: TargetSecret, grace: Duration, now: Timestamp) {
+        let old = std::mem::replace(&mut self.secret, new);
+        self.previous_secret = Some(RetiringSecret {
+            secret: old,
+            expires_at: now.plus(grace),
+        });
+        self.updated_at = now;
+    }
 }
 
 /// What a tenant gives to create a target; `None` takes the default.
@@ -294,6 +329,7 @@ impl NewTarget {
             url: self.url,
             description: self.description,
             secret: self.secret.unwrap_or_else(TargetSecret::generate),
+            previous_secret: None,
             headers: self.headers,
             rate_limit: self.rate_limit,
             max_in_flight: self.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),

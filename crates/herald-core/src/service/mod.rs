@@ -4,10 +4,14 @@
 //! defaults, ownership (a tenant only ever reaches its own records), references
 //! between records, and the translation of store conflicts into user-facing errors.
 
+mod deliveries;
 mod filters;
+mod publish;
 mod subscriptions;
 mod targets;
 mod tenants;
+
+pub use publish::Published;
 
 use std::fmt;
 
@@ -59,6 +63,10 @@ pub enum ResourceKind {
     Filter,
     /// A subscription.
     Subscription,
+    /// An event.
+    Event,
+    /// A delivery.
+    Delivery,
 }
 
 impl fmt::Display for ResourceKind {
@@ -69,6 +77,8 @@ impl fmt::Display for ResourceKind {
             Self::Target => "target",
             Self::Filter => "filter",
             Self::Subscription => "subscription",
+            Self::Event => "event",
+            Self::Delivery => "delivery",
         })
     }
 }

@@ -60,3 +60,24 @@ impl Management {
         found(ResourceKind::Target, id, existed)
     }
 }
+
+/// How long a rotated-out secret keeps signing beside the new one.
+pub const SECRET_GRACE_PERIOD: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+impl Management {
+    /// Gives a target a new secret (`new`, or a generated one); the old one keeps
+    /// signing beside it for [`SECRET_GRACE_PERIOD`].
+    pub async fn rotate_secret(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+        new: Option<crate::secret::TargetSecret>,
+    ) -> Result<Target, ServiceError> {
+        let mut target = self.target(tenant, id).await?;
+        let new = new.unwrap_or_else(crate::secret::TargetSecret::generate);
+        target.rotate_secret(new, SECRET_GRACE_PERIOD, Timestamp::now());
+        let existed = self.store.update_target(&target).await?;
+        found(ResourceKind::Target, id, existed)?;
+        Ok(target)
+    }
+}

@@ -8,18 +8,23 @@
 //! itself, so a bug in a caller cannot leak another tenant's rows.
 
 mod page;
+mod queue;
 
 use std::error::Error as StdError;
 use std::ops::Deref;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::auth::{ApiKey, KeyHash};
-use crate::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
-use crate::model::{Filter, Subscription, Target, Tenant};
+use crate::id::{ApiKeyId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId};
+use crate::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
+use crate::routing::Route;
+use crate::time::Timestamp;
 
 pub use page::{Page, PageRequest};
+pub use queue::{Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Requeue};
 
 /// Why a store operation failed, in backend-neutral terms.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +155,71 @@ pub trait StoreBackend: Send + Sync + 'static {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> Result<bool, StoreError>;
+
+    /// The tenant's routes: its active subscriptions whose targets are active.
+    async fn routes(&self, tenant: &TenantId) -> Result<Vec<Route>, StoreError>;
+    /// Stores events with their deliveries, each atomically and all in one commit. An
+    /// event whose idempotency key the tenant already used is not stored; its result
+    /// names the original instead. Results are in input order.
+    async fn insert_events(&self, records: Vec<EventRecord>) -> Result<Vec<Inserted>, StoreError>;
+    /// One of a tenant's events.
+    async fn get_event(&self, tenant: &TenantId, id: &EventId)
+    -> Result<Option<Event>, StoreError>;
+    /// An event's deliveries, in id order.
+    async fn event_deliveries(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> Result<Vec<Delivery>, StoreError>;
+    /// A tenant's deliveries selected by `query`, in id order.
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        query: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError>;
+    /// One of a tenant's deliveries.
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> Result<Option<Delivery>, StoreError>;
+    /// A delivery's attempts, oldest first.
+    async fn list_attempts(
+        &self,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+    ) -> Result<Vec<Attempt>, StoreError>;
+    /// Makes the selected deliveries pending and due at `now`, opening a new retry
+    /// window; never touches a delivery with an attempt under way. Returns how many
+    /// were requeued.
+    async fn requeue(
+        &self,
+        tenant: &TenantId,
+        which: &Requeue,
+        now: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Claims up to `limit` due deliveries (pending and due, or with an expired lease),
+    /// earliest first, each under a lease of `lease` and a new fencing token.
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, StoreError>;
+    /// Records outcomes, all in one commit. Each is applied only if its delivery is
+    /// still under the claim that made the attempt; the result says which were.
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<OutcomeRecord>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError>;
+    /// The earliest time a pending delivery is due or a lease expires, if any.
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Ends every lease at once, making in-flight deliveries claimable now. Only for a
+    /// store no other instance is using (the embedded store at start-up, after a crash).
+    async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError>;
 }
 
 /// The handle to whichever backend this process runs on. Cheap to clone.

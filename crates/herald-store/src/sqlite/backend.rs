@@ -3,9 +3,18 @@
 
 use async_trait::async_trait;
 use herald_core::auth::{ApiKey, KeyHash};
-use herald_core::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
-use herald_core::model::{Filter, Subscription, Target, Tenant};
-use herald_core::store::{Page, PageRequest, StoreBackend, StoreError};
+use std::time::Duration;
+
+use herald_core::id::{
+    ApiKeyId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId,
+};
+use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
+use herald_core::routing::Route;
+use herald_core::store::{
+    Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest, Requeue,
+    StoreBackend, StoreError,
+};
+use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
@@ -13,7 +22,7 @@ use super::error::translate;
 use super::rows::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
 };
-use super::schema;
+use super::{queue, schema};
 
 /// The value `after` takes on the first page: every id sorts after the empty string.
 fn after(page: &PageRequest) -> String {
@@ -56,12 +65,12 @@ fn write_target(
 ) -> Result<usize, StoreError> {
     let sql = if insert {
         "INSERT INTO targets (url, description, secret, headers, rate_limit_per_second, max_in_flight, \
-         timeout_ms, active, created_at, updated_at, id, tenant_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
+         timeout_ms, active, created_at, updated_at, id, tenant_id, previous_secret, previous_secret_expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
     } else {
         "UPDATE targets SET url = ?1, description = ?2, secret = ?3, headers = ?4, rate_limit_per_second = ?5, \
-         max_in_flight = ?6, timeout_ms = ?7, active = ?8, created_at = ?9, updated_at = ?10 \
-         WHERE id = ?11 AND tenant_id = ?12"
+         max_in_flight = ?6, timeout_ms = ?7, active = ?8, created_at = ?9, updated_at = ?10, \
+         previous_secret = ?13, previous_secret_expires_at = ?14 WHERE id = ?11 AND tenant_id = ?12"
     };
     execute(
         connection,
@@ -79,6 +88,11 @@ fn write_target(
             target.updated_at.as_millis(),
             target.id.as_str(),
             target.tenant_id.as_str(),
+            target.previous_secret.as_ref().map(|p| p.secret.expose()),
+            target
+                .previous_secret
+                .as_ref()
+                .map(|p| p.expires_at.as_millis()),
         ],
     )
 }
@@ -426,6 +440,116 @@ impl StoreBackend for SqliteStore {
         id: &SubscriptionId,
     ) -> Result<bool, StoreError> {
         self.delete_owned("subscriptions", tenant, id.to_string())
+            .await
+    }
+
+    async fn routes(&self, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
+        let tenant = tenant.clone();
+        self.readers.read(move |c| queue::routes(c, &tenant)).await
+    }
+
+    async fn insert_events(&self, records: Vec<EventRecord>) -> Result<Vec<Inserted>, StoreError> {
+        self.writer
+            .write(move |c| queue::insert_events(c, &records))
+            .await
+    }
+
+    async fn get_event(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<Option<Event>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| queue::get_event(c, &tenant, &id))
+            .await
+    }
+
+    async fn event_deliveries(
+        &self,
+        tenant: &TenantId,
+        event: &EventId,
+    ) -> Result<Vec<Delivery>, StoreError> {
+        let (tenant, event) = (tenant.clone(), event.clone());
+        self.readers
+            .read(move |c| queue::event_deliveries(c, &tenant, &event))
+            .await
+    }
+
+    async fn list_deliveries(
+        &self,
+        tenant: &TenantId,
+        query: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, StoreError> {
+        let (tenant, query, page) = (tenant.clone(), query.clone(), page.clone());
+        self.readers
+            .read(move |c| queue::list_deliveries(c, &tenant, &query, &page))
+            .await
+    }
+
+    async fn get_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> Result<Option<Delivery>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| queue::get_delivery(c, &tenant, &id))
+            .await
+    }
+
+    async fn list_attempts(
+        &self,
+        tenant: &TenantId,
+        delivery: &DeliveryId,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let (tenant, delivery) = (tenant.clone(), delivery.clone());
+        self.readers
+            .read(move |c| queue::list_attempts(c, &tenant, &delivery))
+            .await
+    }
+
+    async fn requeue(
+        &self,
+        tenant: &TenantId,
+        which: &Requeue,
+        now: Timestamp,
+    ) -> Result<u64, StoreError> {
+        let (tenant, which) = (tenant.clone(), which.clone());
+        self.writer
+            .write(move |c| queue::requeue(c, &tenant, &which, now))
+            .await
+    }
+
+    async fn claim_due(
+        &self,
+        now: Timestamp,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<Vec<Claim>, StoreError> {
+        self.writer
+            .write(move |c| queue::claim_due(c, now, limit, lease))
+            .await
+    }
+
+    async fn record_outcomes(
+        &self,
+        outcomes: Vec<OutcomeRecord>,
+        now: Timestamp,
+    ) -> Result<Vec<bool>, StoreError> {
+        self.writer
+            .write(move |c| queue::record_outcomes(c, &outcomes, now))
+            .await
+    }
+
+    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
+        self.readers.read(queue::next_due).await
+    }
+
+    async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| queue::release_all_leases(c, now))
             .await
     }
 }

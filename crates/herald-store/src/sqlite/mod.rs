@@ -8,6 +8,7 @@
 
 mod backend;
 mod error;
+mod queue;
 mod readers;
 mod rows;
 mod schema;

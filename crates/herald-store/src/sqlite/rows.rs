@@ -5,11 +5,16 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use herald_core::auth::{ApiKey, KeyHash};
-use herald_core::id::{ApiKeyId, FilterId, SubscriptionId, TargetId, TenantId};
+use herald_core::filter::EventType;
+use herald_core::id::{
+    ApiKeyId, AttemptId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId,
+};
 use herald_core::model::{
-    CustomHeaders, Description, Filter, FilterPatterns, MaxInFlight, RateLimit, Subscription,
-    Target, TargetUrl, Tenant, TenantName, Timeout,
+    Attempt, ContentType, CustomHeaders, Delivery, DeliveryStatus, Description, Event, Filter,
+    FilterPatterns, IdempotencyKey, MaxInFlight, RateLimit, RetiringSecret, Subscription, Target,
+    TargetUrl, Tenant, TenantName, Timeout,
 };
 use herald_core::secret::TargetSecret;
 use herald_core::store::{Page, StoreError};
@@ -26,7 +31,17 @@ pub(super) const TENANT_COLUMNS: &str = "id, name, created_at, updated_at";
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, visible_prefix, created_at";
 /// Columns read by [`target`], in order.
 pub(super) const TARGET_COLUMNS: &str = "id, tenant_id, url, description, secret, headers, \
-     rate_limit_per_second, max_in_flight, timeout_ms, active, created_at, updated_at";
+     rate_limit_per_second, max_in_flight, timeout_ms, active, created_at, updated_at, previous_secret, \
+     previous_secret_expires_at";
+/// Columns read by [`event`], in order.
+pub(super) const EVENT_COLUMNS: &str =
+    "id, tenant_id, event_type, content_type, payload, idempotency_key, created_at";
+/// Columns read by [`delivery`], in order.
+pub(super) const DELIVERY_COLUMNS: &str = "id, tenant_id, event_id, target_id, subscription_id, event_type, status, \
+     attempts, next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at";
+/// Columns read by [`attempt`], in order.
+pub(super) const ATTEMPT_COLUMNS: &str = "id, delivery_id, tenant_id, number, started_at, duration_ms, status_code, \
+     error, response_headers, response_body";
 /// Columns read by [`filter`], in order.
 pub(super) const FILTER_COLUMNS: &str =
     "id, tenant_id, description, patterns, created_at, updated_at";
@@ -75,6 +90,75 @@ pub(super) fn target(row: &Row<'_>) -> rusqlite::Result<Target> {
         active: row.get(9)?,
         created_at: timestamp(row, 10)?,
         updated_at: timestamp(row, 11)?,
+        previous_secret: previous_secret(row, 12)?,
+    })
+}
+
+fn previous_secret(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<RetiringSecret>> {
+    let Some(text) = row.get::<_, Option<String>>(index)? else {
+        return Ok(None);
+    };
+    Ok(Some(RetiringSecret {
+        secret: valid(index, TargetSecret::parse(&text, "previous_secret"))?,
+        expires_at: Timestamp::from_millis(row.get::<_, Option<i64>>(index + 1)?.unwrap_or(0)),
+    }))
+}
+
+pub(super) fn event(row: &Row<'_>) -> rusqlite::Result<Event> {
+    Ok(Event {
+        id: id(row, 0, EventId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        event_type: valid(2, EventType::parse(&row.get::<_, String>(2)?, "event_type"))?,
+        content_type: valid(
+            3,
+            ContentType::parse(&row.get::<_, String>(3)?, "content_type"),
+        )?,
+        payload: Bytes::from(row.get::<_, Vec<u8>>(4)?),
+        idempotency_key: row
+            .get::<_, Option<String>>(5)?
+            .map(|key| valid(5, IdempotencyKey::parse(&key, "idempotency_key")))
+            .transpose()?,
+        created_at: timestamp(row, 6)?,
+    })
+}
+
+pub(super) fn delivery(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status: String = row.get(6)?;
+    Ok(Delivery {
+        id: id(row, 0, DeliveryId::parse)?,
+        tenant_id: id(row, 1, TenantId::parse)?,
+        event_id: id(row, 2, EventId::parse)?,
+        target_id: id(row, 3, TargetId::parse)?,
+        subscription_id: id(row, 4, SubscriptionId::parse)?,
+        event_type: valid(5, EventType::parse(&row.get::<_, String>(5)?, "event_type"))?,
+        status: DeliveryStatus::parse(&status).ok_or_else(|| {
+            invalid(
+                6,
+                ValidationError::new("status", format!("unknown status {status:?}")),
+            )
+        })?,
+        attempts: row.get(7)?,
+        next_attempt_at: timestamp(row, 8)?,
+        window_start: timestamp(row, 9)?,
+        last_status_code: row.get(10)?,
+        last_error: row.get(11)?,
+        created_at: timestamp(row, 12)?,
+        updated_at: timestamp(row, 13)?,
+    })
+}
+
+pub(super) fn attempt(row: &Row<'_>) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        id: id(row, 0, AttemptId::parse)?,
+        delivery_id: id(row, 1, DeliveryId::parse)?,
+        tenant_id: id(row, 2, TenantId::parse)?,
+        number: row.get(3)?,
+        started_at: timestamp(row, 4)?,
+        duration_ms: row.get(5)?,
+        status_code: row.get(6)?,
+        error: row.get(7)?,
+        response_headers: json(row, 8)?,
+        response_body: row.get(9)?,
     })
 }
 

@@ -62,6 +62,56 @@ const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX subscriptions_by_tenant ON subscriptions(tenant_id, id);
     CREATE INDEX subscriptions_by_filter ON subscriptions(filter_id);",
+    // 2: events, their deliveries (the queue) and the attempt log; secret rotation.
+    "ALTER TABLE targets ADD COLUMN previous_secret TEXT;
+    ALTER TABLE targets ADD COLUMN previous_secret_expires_at INTEGER;
+    CREATE TABLE events (
+        id               TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        event_type       TEXT NOT NULL,
+        content_type     TEXT NOT NULL,
+        payload          BLOB NOT NULL,
+        idempotency_key  TEXT,
+        created_at       INTEGER NOT NULL,
+        UNIQUE (tenant_id, idempotency_key)
+    ) STRICT;
+    CREATE TABLE deliveries (
+        id                TEXT PRIMARY KEY,
+        tenant_id         TEXT NOT NULL,
+        event_id          TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        target_id         TEXT NOT NULL,
+        subscription_id   TEXT NOT NULL,
+        event_type        TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        attempts          INTEGER NOT NULL,
+        next_attempt_at   INTEGER NOT NULL,
+        window_start      INTEGER NOT NULL,
+        lease_token       INTEGER NOT NULL DEFAULT 0,
+        lease_expires_at  INTEGER,
+        last_status_code  INTEGER,
+        last_error        TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL,
+        FOREIGN KEY (tenant_id, target_id) REFERENCES targets(tenant_id, id) ON DELETE CASCADE
+    ) STRICT;
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE status = 'pending';
+    CREATE INDEX deliveries_leased ON deliveries(lease_expires_at) WHERE status = 'delivering';
+    CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
+    CREATE INDEX deliveries_by_event ON deliveries(event_id);
+    CREATE INDEX deliveries_by_target ON deliveries(target_id);
+    CREATE TABLE attempts (
+        id                TEXT PRIMARY KEY,
+        delivery_id       TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        tenant_id         TEXT NOT NULL,
+        number            INTEGER NOT NULL,
+        started_at        INTEGER NOT NULL,
+        duration_ms       INTEGER NOT NULL,
+        status_code       INTEGER,
+        error             TEXT,
+        response_headers  TEXT NOT NULL,
+        response_body     TEXT
+    ) STRICT;
+    CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);",
 ];
 
 /// The schema version this binary writes.

@@ -2,14 +2,17 @@
 
 use std::collections::BTreeMap;
 
+use bytes::Bytes;
 use herald_core::auth::ApiKey;
-use herald_core::id::{FilterId, SubscriptionId, TargetId, TenantId};
+use herald_core::filter::EventType;
+use herald_core::id::{EventId, FilterId, SubscriptionId, TargetId, TenantId};
+use herald_core::model::{ContentType, Delivery, Event, IdempotencyKey};
 use herald_core::model::{
-    CustomHeaders, Description, Filter, FilterPatterns, MaxInFlight, RateLimit, Subscription,
-    Target, TargetUrl, Tenant, TenantName, Timeout,
+    CustomHeaders, Description, Filter, FilterPatterns, MaxInFlight, RateLimit, RetiringSecret,
+    Subscription, Target, TargetUrl, Tenant, TenantName, Timeout,
 };
 use herald_core::secret::TargetSecret;
-use herald_core::store::Store;
+use herald_core::store::{EventRecord, Store};
 use herald_core::time::Timestamp;
 
 /// A stored tenant with its first key's plaintext.
@@ -38,6 +41,10 @@ pub fn target(tenant: &TenantId) -> Target {
         url: TargetUrl::parse("https://hooks.example.com/in?team=a", "url").expect("valid url"),
         description: Some(Description::parse("orders → billing", "description").expect("valid")),
         secret: TargetSecret::generate(),
+        previous_secret: Some(RetiringSecret {
+            secret: TargetSecret::generate(),
+            expires_at: Timestamp::from_millis(1_700_086_400_000),
+        }),
         headers: CustomHeaders::parse(
             BTreeMap::from([
                 ("X-Team".to_owned(), "billing".to_owned()),
@@ -98,4 +105,39 @@ pub fn subscription(tenant: &TenantId, target: &TargetId, filter: &FilterId) -> 
         created_at: now,
         updated_at: now,
     }
+}
+
+/// An event of `tenant` (payload bytes that are not UTF-8, to prove they are kept as
+/// bytes) with one pending delivery per target, due at `now`.
+pub fn event_record(
+    tenant: &TenantId,
+    event_type: &str,
+    key: Option<&str>,
+    targets: &[(&TargetId, &SubscriptionId)],
+    now: Timestamp,
+) -> EventRecord {
+    let event = Event {
+        id: EventId::generate(),
+        tenant_id: tenant.clone(),
+        event_type: EventType::parse(event_type, "type").expect("valid type"),
+        payload: Bytes::from_static(b"{\"a\":1}\xff\x00"),
+        content_type: ContentType::parse("application/octet-stream", "content_type")
+            .expect("valid"),
+        idempotency_key: key.map(|k| IdempotencyKey::parse(k, "key").expect("valid key")),
+        created_at: now,
+    };
+    let deliveries = targets
+        .iter()
+        .map(|(target, subscription)| {
+            let route = ((*target).clone(), (*subscription).clone());
+            Delivery::new(
+                tenant.clone(),
+                event.id.clone(),
+                event.event_type.clone(),
+                route,
+                now,
+            )
+        })
+        .collect();
+    EventRecord { event, deliveries }
 }

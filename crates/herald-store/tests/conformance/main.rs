@@ -9,6 +9,19 @@
 mod backends;
 mod cases;
 mod fixtures;
+mod queue_cases;
+
+/// Runs a case from whichever module defines it.
+#[macro_export]
+macro_rules! run {
+    ($case:ident, $backend:expr) => {{
+        #[allow(unused_imports)]
+        use $crate::cases::*;
+        #[allow(unused_imports)]
+        use $crate::queue_cases::*;
+        $case($backend).await;
+    }};
+}
 
 /// Instantiates each case once per backend, as `<backend>::<case>`.
 macro_rules! conformance {
@@ -17,7 +30,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    crate::cases::$case(crate::backends::sqlite()).await;
+                    crate::run!($case, crate::backends::sqlite());
                 }
             )*
         }
@@ -39,4 +52,13 @@ conformance!(
     data_survives_reopening,
     concurrent_writes_all_commit,
     a_failing_write_does_not_undo_its_neighbours,
+    events_and_deliveries_round_trip,
+    idempotency_keys_deduplicate_per_tenant,
+    routes_are_active_subscriptions_of_active_targets,
+    claims_take_due_deliveries_once,
+    an_expired_lease_is_taken_over_and_fences_the_old_claim,
+    outcomes_update_the_delivery_and_log_attempts,
+    deliveries_list_by_status_target_and_type,
+    requeue_and_redrive,
+    releasing_leases_makes_in_flight_work_due,
 );

@@ -1,0 +1,98 @@
+//! Reading events, deliveries and attempts; retrying and redriving deliveries.
+
+use crate::id::{DeliveryId, EventId, TenantId};
+use crate::model::{Attempt, Delivery, DeliveryStatus, Event};
+use crate::store::{DeliveryQuery, Page, PageRequest, Requeue};
+use crate::time::Timestamp;
+
+use super::{Management, ResourceKind, ServiceError};
+
+impl Management {
+    /// One of the tenant's events with its deliveries.
+    pub async fn event(
+        &self,
+        tenant: &TenantId,
+        id: &EventId,
+    ) -> Result<(Event, Vec<Delivery>), ServiceError> {
+        let event = self
+            .store
+            .get_event(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(ResourceKind::Event, id))?;
+        let deliveries = self.store.event_deliveries(tenant, id).await?;
+        Ok((event, deliveries))
+    }
+
+    /// A page of the tenant's deliveries selected by `query`.
+    pub async fn deliveries(
+        &self,
+        tenant: &TenantId,
+        query: &DeliveryQuery,
+        page: &PageRequest,
+    ) -> Result<Page<Delivery>, ServiceError> {
+        Ok(self.store.list_deliveries(tenant, query, page).await?)
+    }
+
+    /// One of the tenant's deliveries.
+    pub async fn delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> Result<Delivery, ServiceError> {
+        self.store
+            .get_delivery(tenant, id)
+            .await?
+            .ok_or_else(|| ServiceError::not_found(ResourceKind::Delivery, id))
+    }
+
+    /// A delivery's attempts, oldest first.
+    pub async fn attempts(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> Result<Vec<Attempt>, ServiceError> {
+        self.delivery(tenant, id).await?;
+        Ok(self.store.list_attempts(tenant, id).await?)
+    }
+
+    /// Puts one delivery back in the queue, due now with a fresh retry window, whatever
+    /// its status (a dead one is redriven, a succeeded one re-sent) unless an attempt
+    /// is under way.
+    pub async fn retry_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &DeliveryId,
+    ) -> Result<Delivery, ServiceError> {
+        let delivery = self.delivery(tenant, id).await?;
+        if delivery.status == DeliveryStatus::Delivering {
+            return Err(in_flight(id));
+        }
+        let requeued = self
+            .store
+            .requeue(tenant, &Requeue::One(id.clone()), Timestamp::now())
+            .await?;
+        if requeued == 0 {
+            return Err(in_flight(id));
+        }
+        self.delivery(tenant, id).await
+    }
+
+    /// Puts every dead delivery selected by `query` back in the queue; returns how many.
+    pub async fn redrive(
+        &self,
+        tenant: &TenantId,
+        mut query: DeliveryQuery,
+    ) -> Result<u64, ServiceError> {
+        query.status = Some(DeliveryStatus::Dead);
+        Ok(self
+            .store
+            .requeue(tenant, &Requeue::Dead(query), Timestamp::now())
+            .await?)
+    }
+}
+
+fn in_flight(id: &DeliveryId) -> ServiceError {
+    ServiceError::Conflict(format!(
+        "delivery {id} has an attempt under way; retry it once the attempt ends"
+    ))
+}

@@ -1,0 +1,458 @@
+//! SQL of the delivery queue: event intake with fan-out, claims under leases,
+//! outcomes under fencing, and the reads and requeues of the operations API.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
+use herald_core::model::{Attempt, Delivery, Event, FilterPatterns};
+use herald_core::routing::Route;
+use herald_core::store::{
+    Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest, Requeue,
+    StoreError,
+};
+use herald_core::time::Timestamp;
+use rusqlite::types::Value;
+use rusqlite::{Connection, params, params_from_iter};
+
+use super::error::translate;
+use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS};
+
+fn execute(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<usize, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    statement.execute(params).map_err(translate)
+}
+
+/// `?, ?, ?` for `count` parameters.
+fn placeholders(count: usize) -> String {
+    vec!["?"; count].join(", ")
+}
+
+pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
+    let mut statement = connection
+        .prepare_cached(
+            "SELECT s.id, s.target_id, f.patterns FROM subscriptions s \
+             JOIN targets t ON t.id = s.target_id JOIN filters f ON f.id = s.filter_id \
+             WHERE s.tenant_id = ?1 AND s.active = 1 AND t.active = 1 ORDER BY s.id",
+        )
+        .map_err(translate)?;
+    let raw = statement
+        .query_map([tenant.as_str()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(translate)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(translate)?;
+    raw.into_iter()
+        .map(|(subscription, target, patterns)| {
+            let corrupt = |detail: String| StoreError::Corrupt { detail };
+            let patterns: Vec<String> =
+                serde_json::from_str(&patterns).map_err(|e| corrupt(e.to_string()))?;
+            Ok(Route {
+                subscription_id: herald_core::id::SubscriptionId::parse(&subscription)
+                    .ok_or_else(|| corrupt(format!("bad subscription id {subscription:?}")))?,
+                target_id: TargetId::parse(&target)
+                    .ok_or_else(|| corrupt(format!("bad target id {target:?}")))?,
+                patterns: FilterPatterns::parse(&patterns, "patterns")
+                    .map_err(|e| corrupt(e.to_string()))?,
+            })
+        })
+        .collect()
+}
+
+pub(super) fn insert_events(
+    connection: &Connection,
+    records: &[EventRecord],
+) -> Result<Vec<Inserted>, StoreError> {
+    records
+        .iter()
+        .map(|record| insert_event(connection, record))
+        .collect()
+}
+
+fn insert_event(connection: &Connection, record: &EventRecord) -> Result<Inserted, StoreError> {
+    let event = &record.event;
+    if let Some(key) = &event.idempotency_key {
+        let original = rows::optional(
+            connection,
+            "SELECT id FROM events WHERE tenant_id = ?1 AND idempotency_key = ?2",
+            [event.tenant_id.as_str(), key.as_str()],
+            |row| row.get::<_, String>(0),
+        )?;
+        if let Some(original) = original {
+            let deliveries: u32 = connection
+                .prepare_cached("SELECT COUNT(*) FROM deliveries WHERE event_id = ?1")
+                .and_then(|mut s| s.query_row([original.as_str()], |row| row.get(0)))
+                .map_err(translate)?;
+            let original = EventId::parse(&original).ok_or_else(|| StoreError::Corrupt {
+                detail: format!("bad event id {original:?}"),
+            })?;
+            return Ok(Inserted::Duplicate {
+                original,
+                deliveries,
+            });
+        }
+    }
+    execute(
+        connection,
+        "INSERT INTO events (id, tenant_id, event_type, content_type, payload, idempotency_key, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            event.id.as_str(),
+            event.tenant_id.as_str(),
+            event.event_type.as_str(),
+            event.content_type.as_str(),
+            &event.payload[..],
+            event.idempotency_key.as_ref().map(|k| k.as_str()),
+            event.created_at.as_millis(),
+        ],
+    )?;
+    for delivery in &record.deliveries {
+        insert_delivery(connection, delivery)?;
+    }
+    Ok(Inserted::New)
+}
+
+fn insert_delivery(connection: &Connection, delivery: &Delivery) -> Result<(), StoreError> {
+    execute(
+        connection,
+        "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, attempts, \
+         next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+        params![
+            delivery.id.as_str(),
+            delivery.tenant_id.as_str(),
+            delivery.event_id.as_str(),
+            delivery.target_id.as_str(),
+            delivery.subscription_id.as_str(),
+            delivery.event_type.as_str(),
+            delivery.status.as_str(),
+            delivery.attempts,
+            delivery.next_attempt_at.as_millis(),
+            delivery.window_start.as_millis(),
+            delivery.last_status_code,
+            delivery.last_error,
+            delivery.created_at.as_millis(),
+            delivery.updated_at.as_millis(),
+        ],
+    )
+    .map(drop)
+}
+
+pub(super) fn get_event(
+    connection: &Connection,
+    tenant: &TenantId,
+    id: &EventId,
+) -> Result<Option<Event>, StoreError> {
+    let sql = format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?1 AND tenant_id = ?2");
+    rows::optional(
+        connection,
+        &sql,
+        [id.as_str(), tenant.as_str()],
+        rows::event,
+    )
+}
+
+pub(super) fn event_deliveries(
+    connection: &Connection,
+    tenant: &TenantId,
+    event: &EventId,
+) -> Result<Vec<Delivery>, StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = ?1 AND tenant_id = ?2 ORDER BY id"
+    );
+    rows::all(
+        connection,
+        &sql,
+        [event.as_str(), tenant.as_str()],
+        rows::delivery,
+    )
+}
+
+pub(super) fn get_delivery(
+    connection: &Connection,
+    tenant: &TenantId,
+    id: &DeliveryId,
+) -> Result<Option<Delivery>, StoreError> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = ?1 AND tenant_id = ?2");
+    rows::optional(
+        connection,
+        &sql,
+        [id.as_str(), tenant.as_str()],
+        rows::delivery,
+    )
+}
+
+pub(super) fn list_attempts(
+    connection: &Connection,
+    tenant: &TenantId,
+    delivery: &DeliveryId,
+) -> Result<Vec<Attempt>, StoreError> {
+    let sql = format!(
+        "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = ?1 AND tenant_id = ?2 ORDER BY number, id"
+    );
+    rows::all(
+        connection,
+        &sql,
+        [delivery.as_str(), tenant.as_str()],
+        rows::attempt,
+    )
+}
+
+/// The `WHERE` conditions and parameters selecting a tenant's deliveries by `query`.
+fn selection(tenant: &TenantId, query: &DeliveryQuery) -> (String, Vec<Value>) {
+    let mut conditions = vec!["tenant_id = ?".to_owned()];
+    let mut values = vec![Value::Text(tenant.to_string())];
+    let mut add = |condition: &str, value: Value| {
+        conditions.push(condition.to_owned());
+        values.push(value);
+    };
+    if let Some(status) = query.status {
+        add("status = ?", Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(target) = &query.target_id {
+        add("target_id = ?", Value::Text(target.to_string()));
+    }
+    if let Some(event_type) = &query.event_type {
+        add("event_type = ?", Value::Text(event_type.to_string()));
+    }
+    if let Some(from) = query.created_from {
+        add("created_at >= ?", Value::Integer(from.as_millis()));
+    }
+    if let Some(until) = query.created_until {
+        add("created_at < ?", Value::Integer(until.as_millis()));
+    }
+    (conditions.join(" AND "), values)
+}
+
+pub(super) fn list_deliveries(
+    connection: &Connection,
+    tenant: &TenantId,
+    query: &DeliveryQuery,
+    page: &PageRequest,
+) -> Result<Page<Delivery>, StoreError> {
+    let (conditions, mut values) = selection(tenant, query);
+    values.push(Value::Text(page.after.clone().unwrap_or_default()));
+    values.push(Value::Integer(i64::from(page.limit) + 1));
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE {conditions} AND id > ? ORDER BY id LIMIT ?"
+    );
+    rows::page(
+        connection,
+        &sql,
+        params_from_iter(values),
+        page.limit,
+        rows::delivery,
+        |d| d.id.to_string(),
+    )
+}
+
+pub(super) fn requeue(
+    connection: &Connection,
+    tenant: &TenantId,
+    which: &Requeue,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let set = "UPDATE deliveries SET status = 'pending', next_attempt_at = ?, window_start = ?, updated_at = ?, \
+               lease_expires_at = NULL WHERE ";
+    let mut values = vec![Value::Integer(now.as_millis()); 3];
+    let sql = match which {
+        Requeue::One(id) => {
+            values.extend([Value::Text(tenant.to_string()), Value::Text(id.to_string())]);
+            format!("{set} tenant_id = ? AND id = ? AND status != 'delivering'")
+        }
+        Requeue::Dead(query) => {
+            let (conditions, selected) = selection(tenant, query);
+            values.extend(selected);
+            format!("{set} {conditions} AND status = 'dead'")
+        }
+    };
+    let changed = execute(connection, &sql, params_from_iter(values))?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+pub(super) fn claim_due(
+    connection: &Connection,
+    now: Timestamp,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<Claim>, StoreError> {
+    let now_ms = now.as_millis();
+    let sql = format!(
+        "UPDATE deliveries SET status = 'delivering', lease_token = lease_token + 1, lease_expires_at = ?1, \
+         updated_at = ?2 WHERE id IN ( \
+           SELECT id FROM (SELECT id, next_attempt_at AS due FROM deliveries \
+                           WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
+           UNION ALL \
+           SELECT id FROM (SELECT id FROM deliveries \
+                           WHERE status = 'delivering' AND lease_expires_at <= ?2 ORDER BY lease_expires_at LIMIT ?3) \
+           LIMIT ?3) \
+         RETURNING {DELIVERY_COLUMNS}, lease_token"
+    );
+    let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
+    let claimed = statement
+        .query_map(params![now.plus(lease).as_millis(), now_ms, limit], |row| {
+            Ok((rows::delivery(row)?, row.get::<_, i64>(14)?))
+        })
+        .map_err(translate)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(translate)?;
+    if claimed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let events = load_by_id(
+        connection,
+        "events",
+        EVENT_COLUMNS,
+        claimed.iter().map(|(d, _)| d.event_id.to_string()),
+        rows::event,
+        |e| e.id.to_string(),
+    )?;
+    let targets = load_by_id(
+        connection,
+        "targets",
+        TARGET_COLUMNS,
+        claimed.iter().map(|(d, _)| d.target_id.to_string()),
+        rows::target,
+        |t| t.id.to_string(),
+    )?;
+    claimed
+        .into_iter()
+        .map(|(delivery, lease_token)| {
+            let missing = |what: &str| StoreError::Corrupt {
+                detail: format!("delivery {} has no {what}", delivery.id),
+            };
+            let event = events
+                .get(delivery.event_id.as_str())
+                .cloned()
+                .ok_or_else(|| missing("event"))?;
+            let target = targets
+                .get(delivery.target_id.as_str())
+                .cloned()
+                .ok_or_else(|| missing("target"))?;
+            Ok(Claim {
+                delivery,
+                lease_token,
+                event,
+                target,
+            })
+        })
+        .collect()
+}
+
+/// Reads the rows of `table` with the given ids, once each, keyed by id.
+fn load_by_id<T>(
+    connection: &Connection,
+    table: &str,
+    columns: &str,
+    ids: impl Iterator<Item = String>,
+    map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    id_of: fn(&T) -> String,
+) -> Result<HashMap<String, Arc<T>>, StoreError> {
+    let mut ids: Vec<String> = ids.collect();
+    ids.sort();
+    ids.dedup();
+    let sql = format!(
+        "SELECT {columns} FROM {table} WHERE id IN ({})",
+        placeholders(ids.len())
+    );
+    let loaded = rows::all(connection, &sql, params_from_iter(ids), map)?;
+    Ok(loaded
+        .into_iter()
+        .map(|item| (id_of(&item), Arc::new(item)))
+        .collect())
+}
+
+pub(super) fn record_outcomes(
+    connection: &Connection,
+    outcomes: &[OutcomeRecord],
+    now: Timestamp,
+) -> Result<Vec<bool>, StoreError> {
+    outcomes
+        .iter()
+        .map(|outcome| record_outcome(connection, outcome, now))
+        .collect()
+}
+
+fn record_outcome(
+    connection: &Connection,
+    outcome: &OutcomeRecord,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
+    let verdict = &outcome.verdict;
+    let applied = execute(
+        connection,
+        "UPDATE deliveries SET status = ?1, attempts = ?2, next_attempt_at = ?3, last_status_code = ?4, \
+         last_error = ?5, updated_at = ?6, lease_expires_at = NULL \
+         WHERE id = ?7 AND lease_token = ?8 AND status = 'delivering'",
+        params![
+            verdict.status.as_str(),
+            verdict.attempts,
+            verdict.next_attempt_at.as_millis(),
+            verdict.last_status_code,
+            verdict.last_error,
+            now.as_millis(),
+            outcome.delivery_id.as_str(),
+            outcome.lease_token,
+        ],
+    )? == 1;
+    if applied {
+        insert_attempt(connection, &outcome.attempt)?;
+    }
+    Ok(applied)
+}
+
+fn insert_attempt(connection: &Connection, attempt: &Attempt) -> Result<(), StoreError> {
+    let headers = serde_json::to_string(&attempt.response_headers).map_err(StoreError::backend)?;
+    execute(
+        connection,
+        "INSERT INTO attempts (id, delivery_id, tenant_id, number, started_at, duration_ms, status_code, error, \
+         response_headers, response_body) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            attempt.id.as_str(),
+            attempt.delivery_id.as_str(),
+            attempt.tenant_id.as_str(),
+            attempt.number,
+            attempt.started_at.as_millis(),
+            attempt.duration_ms,
+            attempt.status_code,
+            attempt.error,
+            headers,
+            attempt.response_body,
+        ],
+    )
+    .map(drop)
+}
+
+pub(super) fn next_due(connection: &Connection) -> Result<Option<Timestamp>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT MIN(due) FROM (SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending' \
+             UNION ALL SELECT MIN(lease_expires_at) FROM deliveries WHERE status = 'delivering')",
+        )
+        .and_then(|mut s| s.query_row([], |row| row.get::<_, Option<i64>>(0)))
+        .map(|due| due.map(Timestamp::from_millis))
+        .map_err(translate)
+}
+
+pub(super) fn release_all_leases(
+    connection: &Connection,
+    now: Timestamp,
+) -> Result<u64, StoreError> {
+    let changed = execute(
+        connection,
+        "UPDATE deliveries SET status = 'pending', lease_expires_at = NULL, next_attempt_at = MIN(next_attempt_at, ?1), \
+         updated_at = ?1 WHERE status = 'delivering'",
+        [now.as_millis()],
+    )?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,459 @@
+//! Conformance cases of the delivery queue: intake, claims, leases, fencing,
+//! outcomes, requeues.
+
+use std::time::Duration;
+
+use herald_core::filter::EventType;
+use herald_core::id::AttemptId;
+use herald_core::model::{Attempt, DeliveryStatus, Target};
+use herald_core::outcome::Verdict;
+use herald_core::store::{DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue, Store};
+use herald_core::time::Timestamp;
+
+use crate::backends::Backend;
+use crate::fixtures::{event_record, stored_filter, stored_target, subscription, tenant};
+
+const NOW: i64 = 1_800_000_000_000;
+const LEASE: Duration = Duration::from_secs(90);
+
+fn at(offset_ms: i64) -> Timestamp {
+    Timestamp::from_millis(NOW + offset_ms)
+}
+
+/// A tenant with `count` targets, each subscribed to one catch-all filter.
+async fn setup(
+    store: &Store,
+    count: usize,
+) -> (
+    herald_core::id::TenantId,
+    Vec<(Target, herald_core::id::SubscriptionId)>,
+) {
+    let (acme, _) = tenant(store, "Acme").await;
+    let filter = stored_filter(store, &acme.id).await;
+    let mut routes = Vec::new();
+    for _ in 0..count {
+        let target = stored_target(store, &acme.id).await;
+        let sub = subscription(&acme.id, &target.id, &filter.id);
+        store.insert_subscription(&sub).await.unwrap();
+        routes.push((target, sub.id));
+    }
+    (acme.id, routes)
+}
+
+fn outcome(
+    claim: &herald_core::store::Claim,
+    status: DeliveryStatus,
+    next: Timestamp,
+    code: u16,
+) -> OutcomeRecord {
+    let delivery = &claim.delivery;
+    OutcomeRecord {
+        delivery_id: delivery.id.clone(),
+        lease_token: claim.lease_token,
+        attempt: Attempt {
+            id: AttemptId::generate(),
+            delivery_id: delivery.id.clone(),
+            tenant_id: delivery.tenant_id.clone(),
+            number: delivery.attempts + 1,
+            started_at: at(1),
+            duration_ms: 12,
+            status_code: Some(code),
+            error: (code >= 300).then(|| format!("HTTP {code}")),
+            response_headers: vec![("content-type".into(), "text/plain".into())],
+            response_body: Some("nope".into()),
+        },
+        verdict: Verdict {
+            status,
+            attempts: delivery.attempts + 1,
+            next_attempt_at: next,
+            last_status_code: Some(code),
+            last_error: (code >= 300).then(|| format!("HTTP {code}")),
+        },
+    }
+}
+
+pub async fn events_and_deliveries_round_trip(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let (other, _) = tenant(store, "Other").await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    let record = event_record(&acme, "core.orders.created", None, &targets, at(0));
+    assert_eq!(
+        store.insert_events(vec![record.clone()]).await.unwrap(),
+        vec![Inserted::New]
+    );
+
+    let event = store
+        .get_event(&acme, &record.event.id)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(
+        event, record.event,
+        "payload bytes and all fields kept exactly"
+    );
+    assert_eq!(
+        store.event_deliveries(&acme, &event.id).await.unwrap(),
+        record.deliveries
+    );
+    let first = &record.deliveries[0];
+    assert_eq!(
+        store.get_delivery(&acme, &first.id).await.unwrap().as_ref(),
+        Some(first)
+    );
+    assert_eq!(store.get_event(&other.id, &event.id).await.unwrap(), None);
+    assert_eq!(
+        store.get_delivery(&other.id, &first.id).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .event_deliveries(&other.id, &event.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+pub async fn idempotency_keys_deduplicate_per_tenant(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let (other, _) = tenant(store, "Other").await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    let first = event_record(&acme, "a.b", Some("order-1"), &targets, at(0));
+    let again = event_record(&acme, "a.b", Some("order-1"), &targets, at(5));
+    let same_batch = event_record(&acme, "a.b", Some("order-2"), &targets, at(0));
+    let same_batch_again = event_record(&acme, "a.b", Some("order-2"), &targets, at(0));
+    let elsewhere = event_record(&other.id, "a.b", Some("order-1"), &[], at(0));
+
+    let results = store
+        .insert_events(vec![
+            first.clone(),
+            same_batch.clone(),
+            same_batch_again,
+            elsewhere,
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results[0], Inserted::New);
+    assert_eq!(results[1], Inserted::New);
+    assert_eq!(
+        results[2],
+        Inserted::Duplicate {
+            original: same_batch.event.id.clone(),
+            deliveries: 2
+        }
+    );
+    assert_eq!(results[3], Inserted::New, "keys are per tenant");
+    let results = store.insert_events(vec![again.clone()]).await.unwrap();
+    assert_eq!(
+        results,
+        vec![Inserted::Duplicate {
+            original: first.event.id.clone(),
+            deliveries: 2
+        }]
+    );
+    assert_eq!(
+        store.get_event(&acme, &again.event.id).await.unwrap(),
+        None,
+        "the duplicate stored nothing"
+    );
+}
+
+pub async fn routes_are_active_subscriptions_of_active_targets(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 3).await;
+    let mut inactive_target = routes[1].0.clone();
+    inactive_target.active = false;
+    store.update_target(&inactive_target).await.unwrap();
+    let mut paused = store
+        .get_subscription(&acme, &routes[2].1)
+        .await
+        .unwrap()
+        .expect("exists");
+    paused.active = false;
+    store.update_subscription(&paused).await.unwrap();
+
+    let found = store.routes(&acme).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].target_id, routes[0].0.id);
+    assert_eq!(found[0].subscription_id, routes[0].1);
+    assert!(
+        found[0]
+            .patterns
+            .matches(&EventType::parse("core.orders.x", "t").unwrap())
+    );
+}
+
+pub async fn claims_take_due_deliveries_once(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 3).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    let due = event_record(&acme, "a.b", None, &targets, at(0));
+    let mut later = event_record(&acme, "a.b", None, &targets[..1], at(0));
+    later.deliveries[0].next_attempt_at = at(60_000);
+    store.insert_events(vec![due.clone(), later]).await.unwrap();
+
+    let claims = store.claim_due(at(10), 10, LEASE).await.unwrap();
+    assert_eq!(claims.len(), 3);
+    for claim in &claims {
+        assert_eq!(claim.delivery.status, DeliveryStatus::Delivering);
+        assert_eq!(*claim.event, due.event);
+        assert_eq!(claim.target.id, claim.delivery.target_id);
+        assert!(
+            routes.iter().any(|(t, _)| *t == *claim.target),
+            "the full target comes with the claim"
+        );
+    }
+    assert!(
+        store.claim_due(at(20), 10, LEASE).await.unwrap().is_empty(),
+        "leased deliveries are not claimed twice"
+    );
+    assert_eq!(store.next_due().await.unwrap(), Some(at(60_000)));
+    let limited = store.claim_due(at(60_000), 1, LEASE).await.unwrap();
+    assert_eq!(limited.len(), 1);
+}
+
+pub async fn an_expired_lease_is_taken_over_and_fences_the_old_claim(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 1).await;
+    let record = event_record(
+        &acme,
+        "a.b",
+        None,
+        &[(&routes[0].0.id, &routes[0].1)],
+        at(0),
+    );
+    store.insert_events(vec![record]).await.unwrap();
+
+    let old = store
+        .claim_due(at(0), 10, Duration::from_millis(100))
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(store.claim_due(at(50), 10, LEASE).await.unwrap().is_empty());
+    let new = store.claim_due(at(150), 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(new.delivery.id, old.delivery.id);
+    assert!(new.lease_token > old.lease_token);
+
+    let stale = outcome(&old, DeliveryStatus::Succeeded, at(160), 200);
+    let current = outcome(&new, DeliveryStatus::Pending, at(10_000), 500);
+    assert_eq!(
+        store
+            .record_outcomes(vec![stale, current], at(170))
+            .await
+            .unwrap(),
+        vec![false, true]
+    );
+    let delivery = store
+        .get_delivery(&acme, &old.delivery.id)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(
+        delivery.status,
+        DeliveryStatus::Pending,
+        "the stale success did not overwrite the new owner"
+    );
+    let attempts = store.list_attempts(&acme, &delivery.id).await.unwrap();
+    assert_eq!(attempts.len(), 1, "only the fenced-in attempt is logged");
+}
+
+pub async fn outcomes_update_the_delivery_and_log_attempts(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 1).await;
+    let record = event_record(
+        &acme,
+        "a.b",
+        None,
+        &[(&routes[0].0.id, &routes[0].1)],
+        at(0),
+    );
+    store.insert_events(vec![record.clone()]).await.unwrap();
+
+    let first = store.claim_due(at(0), 1, LEASE).await.unwrap().remove(0);
+    let failed = outcome(&first, DeliveryStatus::Pending, at(5_000), 503);
+    let logged = failed.attempt.clone();
+    assert_eq!(
+        store.record_outcomes(vec![failed], at(20)).await.unwrap(),
+        vec![true]
+    );
+    let delivery = store
+        .get_delivery(&acme, &first.delivery.id)
+        .await
+        .unwrap()
+        .expect("exists");
+    assert_eq!(
+        (delivery.status, delivery.attempts),
+        (DeliveryStatus::Pending, 1)
+    );
+    assert_eq!(delivery.next_attempt_at, at(5_000));
+    assert_eq!(delivery.last_status_code, Some(503));
+    assert_eq!(delivery.last_error.as_deref(), Some("HTTP 503"));
+    assert!(
+        store
+            .claim_due(at(4_999), 1, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due before its retry time"
+    );
+
+    let second = store
+        .claim_due(at(5_000), 1, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(second.delivery.attempts, 1);
+    store
+        .record_outcomes(
+            vec![outcome(&second, DeliveryStatus::Succeeded, at(5_010), 200)],
+            at(5_010),
+        )
+        .await
+        .unwrap();
+    let attempts = store
+        .list_attempts(&acme, &first.delivery.id)
+        .await
+        .unwrap();
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(attempts[0], logged);
+    assert_eq!(attempts[1].number, 2);
+    assert_eq!(store.next_due().await.unwrap(), None, "nothing left to do");
+}
+
+pub async fn deliveries_list_by_status_target_and_type(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    for n in 0..3 {
+        let kind = if n == 0 {
+            "billing.paid"
+        } else {
+            "core.created"
+        };
+        store
+            .insert_events(vec![event_record(&acme, kind, None, &targets, at(n))])
+            .await
+            .unwrap();
+    }
+    let count = async |query: DeliveryQuery| {
+        store
+            .list_deliveries(&acme, &query, &PageRequest::first(100))
+            .await
+            .unwrap()
+            .items
+            .len()
+    };
+    assert_eq!(count(DeliveryQuery::default()).await, 6);
+    let by_target = DeliveryQuery {
+        target_id: Some(routes[0].0.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(count(by_target).await, 3);
+    let by_type = DeliveryQuery {
+        event_type: Some(EventType::parse("billing.paid", "t").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(count(by_type).await, 2);
+    let dead = DeliveryQuery {
+        status: Some(DeliveryStatus::Dead),
+        ..Default::default()
+    };
+    assert_eq!(count(dead).await, 0);
+    let first = store
+        .list_deliveries(&acme, &DeliveryQuery::default(), &PageRequest::first(4))
+        .await
+        .unwrap();
+    let rest = PageRequest {
+        limit: 4,
+        after: first.next_after.clone(),
+    };
+    let second = store
+        .list_deliveries(&acme, &DeliveryQuery::default(), &rest)
+        .await
+        .unwrap();
+    assert_eq!(
+        (first.items.len(), second.items.len(), second.next_after),
+        (4, 2, None)
+    );
+}
+
+pub async fn requeue_and_redrive(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    store
+        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
+        .await
+        .unwrap();
+    let claims = store.claim_due(at(0), 10, LEASE).await.unwrap();
+    let deaths: Vec<_> = claims
+        .iter()
+        .map(|c| outcome(c, DeliveryStatus::Dead, at(10), 500))
+        .collect();
+    store.record_outcomes(deaths, at(10)).await.unwrap();
+
+    let only_first = DeliveryQuery {
+        target_id: Some(routes[0].0.id.clone()),
+        ..Default::default()
+    };
+    assert_eq!(
+        store
+            .requeue(&acme, &Requeue::Dead(only_first), at(100))
+            .await
+            .unwrap(),
+        1
+    );
+    let redriven = store.claim_due(at(100), 10, LEASE).await.unwrap();
+    assert_eq!(redriven.len(), 1);
+    assert_eq!(redriven[0].delivery.target_id, routes[0].0.id);
+    assert_eq!(
+        redriven[0].delivery.window_start,
+        at(100),
+        "a redrive opens a new retry window"
+    );
+
+    let in_flight = Requeue::One(redriven[0].delivery.id.clone());
+    assert_eq!(
+        store.requeue(&acme, &in_flight, at(200)).await.unwrap(),
+        0,
+        "never while an attempt is under way"
+    );
+    let (other, _) = tenant(store, "Other").await;
+    let dead_one = claims
+        .iter()
+        .find(|c| c.delivery.target_id == routes[1].0.id)
+        .expect("second")
+        .delivery
+        .id
+        .clone();
+    assert_eq!(
+        store
+            .requeue(&other.id, &Requeue::One(dead_one.clone()), at(200))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .requeue(&acme, &Requeue::One(dead_one), at(200))
+            .await
+            .unwrap(),
+        1
+    );
+}
+
+pub async fn releasing_leases_makes_in_flight_work_due(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    store
+        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
+        .await
+        .unwrap();
+    assert_eq!(store.claim_due(at(0), 10, LEASE).await.unwrap().len(), 2);
+    assert_eq!(store.release_all_leases(at(5)).await.unwrap(), 2);
+    let again = store.claim_due(at(5), 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 2, "claimable at once, not after the lease");
+}
