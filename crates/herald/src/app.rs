@@ -2,20 +2,28 @@
 //! stops them. Everything a running instance needs is passed in here, never global,
 //! so one process (a test) can run several instances side by side.
 
+use std::fs::{File, TryLockError};
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::service::Management;
 use herald_core::store::{Store, StoreError};
+use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, AdminTokenError};
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::dispatcher::ssrf::Guard;
+use crate::dispatcher::{ClientError, Dispatcher};
+use crate::outcome;
+use crate::scheduler::{Scheduler, SchedulerSettings};
 
 /// Why Herald could not start; each message names the setting to look at.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +49,15 @@ pub enum StartError {
     /// The admin token file cannot be read or written.
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
+    /// Another Herald process holds the data directory.
+    #[error("--data-dir (HERALD_DATA_DIR): another Herald is already using {}", path.display())]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The delivery HTTP client cannot be built.
+    #[error(transparent)]
+    Client(#[from] ClientError),
     /// The listen address cannot be bound.
     #[error("--listen (HERALD_LISTEN): cannot listen on {address}")]
     Listen {
@@ -58,6 +75,9 @@ pub struct RunningApp {
     generated_admin_token: Option<(String, PathBuf)>,
     shutdown: oneshot::Sender<()>,
     server: JoinHandle<io::Result<()>>,
+    engine_stop: watch::Sender<bool>,
+    engine: JoinHandle<()>,
+    _lock: File,
 }
 
 impl RunningApp {
@@ -74,7 +94,10 @@ impl RunningApp {
     /// Stops accepting requests, lets in-flight ones finish, and releases the store.
     pub async fn stop(self) -> io::Result<()> {
         let _ = self.shutdown.send(());
-        self.server.await.map_err(io::Error::other)?
+        let served = self.server.await.map_err(io::Error::other)?;
+        let _ = self.engine_stop.send(true);
+        self.engine.await.map_err(io::Error::other)?;
+        served
     }
 }
 
@@ -85,8 +108,26 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let admin = admin_token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     let store = open_store(&config.data_dir).await?;
+    // This process alone uses the embedded store (the lock proves it), so whatever the
+    // last process had in flight when it stopped is due again now.
+    let released = store
+        .release_all_leases(Timestamp::now())
+        .await
+        .map_err(|source| StartError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "resuming deliveries that were in flight when Herald last stopped"
+        );
+    }
+    let wake = Arc::new(Notify::new());
+    let (engine_stop, engine) = start_engine(config, store.clone(), Arc::clone(&wake))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -100,6 +141,8 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     let state = AppState {
         management: Management::new(store),
         admin_token: admin.hash,
+        wake,
+        max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -110,7 +153,62 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         generated_admin_token: admin.generated,
         shutdown,
         server: tokio::spawn(server.into_future()),
+        engine_stop,
+        engine,
+        _lock: lock,
     })
+}
+
+/// How long a stop waits for attempts under way.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Starts the scheduler and the outcome recorder; the handle ends when both have.
+fn start_engine(
+    config: &Config,
+    store: Store,
+    wake: Arc<Notify>,
+) -> Result<(watch::Sender<bool>, JoinHandle<()>), StartError> {
+    let dispatcher = Dispatcher::new(Guard::new(config.allow_targets.clone()))?;
+    let settings = SchedulerSettings {
+        policy: config.retry.clone(),
+        lease: config.delivery_lease,
+        concurrency: usize::try_from(config.delivery_concurrency).unwrap_or(usize::MAX),
+    };
+    let (outcomes, recorded) = mpsc::unbounded_channel();
+    let scheduler = Scheduler::new(
+        store.clone(),
+        dispatcher,
+        settings,
+        Arc::clone(&wake),
+        outcomes,
+    );
+    let (stop, stopped) = watch::channel(false);
+    let engine = tokio::spawn(async move {
+        let recorder = tokio::spawn(outcome::record(store, recorded, wake));
+        scheduler.run(stopped, STOP_GRACE).await;
+        // The scheduler and its attempts held the only senders: the recorder drains and ends.
+        let _ = recorder.await;
+    });
+    Ok((stop, engine))
+}
+
+/// Takes the data directory's lock for the life of the process, so two instances can
+/// never share an embedded store.
+fn lock_data_dir(path: &Path) -> Result<File, StartError> {
+    let file = File::create(path.join("herald.lock")).map_err(|source| StartError::DataDir {
+        path: path.to_owned(),
+        source,
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StartError::Locked {
+            path: path.to_owned(),
+        }),
+        Err(TryLockError::Error(source)) => Err(StartError::DataDir {
+            path: path.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// Creates the directory if needed and proves it is writable, so a bad directory is

@@ -3,6 +3,8 @@
 //! - [`config`]: flags, environment and TOML file, validated into a [`config::Config`].
 //! - [`app`]: wiring and lifecycle of one instance (store, services, HTTP server).
 //! - [`api`]: the HTTP API, its problem+json errors and its OpenAPI document.
+//! - [`scheduler`] → [`dispatcher`] → [`outcome`]: the delivery engine, in the order a
+//!   delivery meets them (claim under a lease, signed request, batched recording).
 //! - [`admin_token`]: the admin credential, configured or generated once.
 //! - [`telemetry`]: log output.
 //!
@@ -13,4 +15,7 @@ pub mod admin_token;
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod dispatcher;
+pub mod outcome;
+pub mod scheduler;
 pub mod telemetry;

@@ -32,6 +32,8 @@ use super::error::{PROBLEM_JSON, Problem};
         (name = "targets", description = "Endpoints that receive webhooks"),
         (name = "filters", description = "Sets of event-type patterns"),
         (name = "subscriptions", description = "Bindings of a target to a filter"),
+        (name = "events", description = "Publishing events and reading them back"),
+        (name = "deliveries", description = "Deliveries, their attempts, retries and dead letters"),
         (name = "operations", description = "Health, readiness and this document")
     )
 )]
@@ -81,7 +83,10 @@ fn add_common_responses(path: &str, operation: &mut Operation) {
     }
     if operation.request_body.is_some() {
         errors.push(("400", "The body is not valid JSON"));
-        errors.push(("413", "The body is larger than 1 MiB"));
+        errors.push((
+            "413",
+            "The body is too large (1 MiB for management calls, --max-payload for events)",
+        ));
         errors.push(("415", "The body is not sent as application/json"));
         errors.push(("422", "The body has an unknown, missing or invalid field"));
     }

@@ -155,8 +155,8 @@ impl ApiError {
         }
     }
 
-    /// The problem document for this error.
-    fn problem(&self) -> Problem {
+    /// The problem document for this error (also used inside batch answers).
+    pub fn to_problem(&self) -> Problem {
         let (status, slug, title) = self.kind();
         let (detail, field) = match self {
             Self::Validation(error) => (error.message.clone(), Some(error.field.clone())),
@@ -181,7 +181,7 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Internal(_) | Self::Unavailable(_)) {
             tracing::error!(error = %error_chain(&self), "request failed");
         }
-        let problem = self.problem();
+        let problem = self.to_problem();
         let status =
             StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&problem).unwrap_or_default();
@@ -234,6 +234,24 @@ impl From<JsonRejection> for ApiError {
             ),
             StatusCode::UNPROCESSABLE_ENTITY => Self::InvalidBody(detail),
             _ => Self::MalformedBody(detail),
+        }
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(rejection: axum::extract::rejection::BytesRejection) -> Self {
+        match rejection.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => Self::PayloadTooLarge(rejection.body_text()),
+            _ => Self::MalformedBody(rejection.body_text()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for ApiError {
+    fn from(error: serde_json::Error) -> Self {
+        match error.classify() {
+            serde_json::error::Category::Data => Self::InvalidBody(error.to_string()),
+            _ => Self::MalformedBody(error.to_string()),
         }
     }
 }

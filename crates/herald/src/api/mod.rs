@@ -6,8 +6,10 @@
 //! the same route list, so the document cannot miss a route.
 
 mod auth;
+mod deliveries;
 mod docs;
 mod error;
+mod events;
 mod extract;
 mod filters;
 mod health;
@@ -24,6 +26,7 @@ use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{Method, Uri};
 use herald_core::auth::KeyHash;
 use herald_core::service::Management;
+use tokio::sync::Notify;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -32,6 +35,8 @@ pub use error::{ApiError, PROBLEM_JSON, Problem};
 
 /// Largest request body of a management call.
 pub const MAX_MANAGEMENT_BODY: usize = 1 << 20;
+/// Largest batch request body (unless one payload may be larger).
+pub const MAX_BATCH_BODY: usize = 32 << 20;
 
 /// What every handler may use.
 #[derive(Clone)]
@@ -40,10 +45,36 @@ pub struct AppState {
     pub management: Management,
     /// SHA-256 of the admin token.
     pub admin_token: KeyHash,
+    /// Wakes the scheduler when new deliveries are committed.
+    pub wake: Arc<Notify>,
+    /// Largest accepted event payload, in bytes.
+    pub max_payload: usize,
+}
+
+/// Event intake, with its own body limit: the largest payload plus room for the
+/// envelope, or a batch.
+fn intake_routes(max_payload: usize) -> OpenApiRouter<AppState> {
+    let envelope_limit = max_payload.saturating_add(64 << 10);
+    let batch_limit = envelope_limit.max(MAX_BATCH_BODY);
+    let single = OpenApiRouter::new()
+        .routes(routes!(events::publish_event))
+        .routes(routes!(events::publish_raw))
+        .layer(DefaultBodyLimit::max(envelope_limit));
+    let batch = OpenApiRouter::new()
+        .routes(routes!(events::publish_batch))
+        .layer(DefaultBodyLimit::max(batch_limit));
+    single.merge(batch)
 }
 
 /// Every route, documented.
-fn routes() -> OpenApiRouter<AppState> {
+fn routes(max_payload: usize) -> OpenApiRouter<AppState> {
+    management_routes()
+        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY))
+        .merge(intake_routes(max_payload))
+}
+
+/// Everything but event intake.
+fn management_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
@@ -57,6 +88,14 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(tenants::create_api_key, tenants::list_api_keys))
         .routes(routes!(tenants::delete_api_key))
         .routes(routes!(targets::create_target, targets::list_targets))
+        .routes(routes!(targets::rotate_secret))
+        .routes(routes!(events::get_event))
+        .routes(routes!(deliveries::list_deliveries))
+        .routes(routes!(deliveries::get_delivery))
+        .routes(routes!(deliveries::list_attempts))
+        .routes(routes!(deliveries::retry_delivery))
+        .routes(routes!(deliveries::list_dead_letters))
+        .routes(routes!(deliveries::redrive))
         .routes(routes!(
             targets::get_target,
             targets::update_target,
@@ -81,14 +120,13 @@ fn routes() -> OpenApiRouter<AppState> {
 
 /// The HTTP application.
 pub fn router(state: AppState) -> Router {
-    let (router, mut document) = routes().split_for_parts();
+    let (router, mut document) = routes(state.max_payload).split_for_parts();
     docs::CommonResponses.modify(&mut document);
     let served = serde_json::to_value(&document).unwrap_or_default();
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(Extension(docs::ServedDocument(Arc::new(served))))
-        .layer(DefaultBodyLimit::max(MAX_MANAGEMENT_BODY))
         .with_state(state)
 }
 

@@ -30,19 +30,24 @@ pub struct ListParams {
 impl ListParams {
     /// The page to read; `is_id` checks that the cursor names an id of the listed kind.
     pub fn page(&self, is_id: fn(&str) -> bool) -> Result<PageRequest, ApiError> {
-        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::InvalidQuery(format!(
-                "limit must be between 1 and {MAX_LIMIT}"
-            )));
-        }
-        let after = self
-            .cursor
-            .as_deref()
-            .map(|cursor| decode(cursor, is_id))
-            .transpose()?;
-        Ok(PageRequest { limit, after })
+        page_request(self.limit, self.cursor.as_deref(), is_id)
     }
+}
+
+/// The page asked for by `limit` and `cursor`; `is_id` checks the cursor's id kind.
+pub fn page_request(
+    limit: Option<u32>,
+    cursor: Option<&str>,
+    is_id: fn(&str) -> bool,
+) -> Result<PageRequest, ApiError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::InvalidQuery(format!(
+            "limit must be between 1 and {MAX_LIMIT}"
+        )));
+    }
+    let after = cursor.map(|cursor| decode(cursor, is_id)).transpose()?;
+    Ok(PageRequest { limit, after })
 }
 
 fn decode(cursor: &str, is_id: fn(&str) -> bool) -> Result<String, ApiError> {

@@ -264,3 +264,46 @@ pub async fn delete_target(
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Optional input of a secret rotation.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateIn {
+    /// The new secret; generated when absent.
+    secret: Option<String>,
+}
+
+/// The new secret, and until when the old one keeps signing beside it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedOut {
+    secret: String,
+    previous_secret_expires_at: Option<String>,
+}
+
+/// Rotate a target's secret; the old one keeps signing for 24 hours (two signatures).
+#[utoipa::path(post, path = "/v1/webhooks/targets/{id}/rotate-secret", tag = "targets",
+    params(("id" = String, Path)), request_body(content = Option<RotateIn>, description = "Optional; empty body generates a secret"),
+    responses((status = 200, description = "Rotated", body = RotatedOut)))]
+pub async fn rotate_secret(
+    TenantAccess(tenant): TenantAccess,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<RotatedOut>, ApiError> {
+    let id = target_id(&id)?;
+    let input: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {
+        RotateIn::default()
+    } else {
+        serde_json::from_slice(&body)?
+    };
+    let secret = input
+        .secret
+        .map(|s| TargetSecret::parse(&s, "secret"))
+        .transpose()?;
+    let target = state.management.rotate_secret(&tenant, &id, secret).await?;
+    Ok(Json(RotatedOut {
+        secret: target.secret.expose().to_owned(),
+        previous_secret_expires_at: target.previous_secret.map(|p| rfc3339(p.expires_at)),
+    }))
+}

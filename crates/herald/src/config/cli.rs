@@ -61,6 +61,12 @@ pub struct ServeArgs {
     /// Attempts after which a delivery is dead [default: unlimited within the max age].
     #[arg(long, env = "HERALD_RETRY_MAX_ATTEMPTS", value_name = "N")]
     pub retry_max_attempts: Option<String>,
+    /// How long a claim holds a delivery; longer than the longest target timeout (60s) [default: 90s].
+    #[arg(long, env = "HERALD_DELIVERY_LEASE", value_name = "DURATION")]
+    pub delivery_lease: Option<String>,
+    /// Most delivery requests in flight at once [default: 256].
+    #[arg(long, env = "HERALD_DELIVERY_CONCURRENCY", value_name = "N")]
+    pub delivery_concurrency: Option<String>,
     /// Consecutive failures that open a target's circuit [default: 10].
     #[arg(long, env = "HERALD_CIRCUIT_FAILURES", value_name = "N")]
     pub circuit_failures: Option<String>,

@@ -49,6 +49,8 @@ pub struct FileConfig {
     pub retry_max_delay: Option<FileValue>,
     pub retry_max_age: Option<FileValue>,
     pub retry_max_attempts: Option<FileValue>,
+    pub delivery_lease: Option<FileValue>,
+    pub delivery_concurrency: Option<FileValue>,
     pub circuit_failures: Option<FileValue>,
     pub circuit_cooldown: Option<FileValue>,
     pub max_payload: Option<FileValue>,

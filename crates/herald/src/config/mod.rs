@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use herald_core::retry::RetryPolicy;
 use ipnet::IpNet;
 
 pub use cli::{Cli, Command, ServeArgs};
@@ -102,6 +103,9 @@ pub mod settings {
     pub const RETRY_MAX_AGE: Setting = Setting::new("--retry-max-age", "HERALD_RETRY_MAX_AGE");
     pub const RETRY_MAX_ATTEMPTS: Setting =
         Setting::new("--retry-max-attempts", "HERALD_RETRY_MAX_ATTEMPTS");
+    pub const DELIVERY_LEASE: Setting = Setting::new("--delivery-lease", "HERALD_DELIVERY_LEASE");
+    pub const DELIVERY_CONCURRENCY: Setting =
+        Setting::new("--delivery-concurrency", "HERALD_DELIVERY_CONCURRENCY");
     pub const CIRCUIT_FAILURES: Setting =
         Setting::new("--circuit-failures", "HERALD_CIRCUIT_FAILURES");
     pub const CIRCUIT_COOLDOWN: Setting =
@@ -112,19 +116,6 @@ pub mod settings {
     pub const KAFKA_BROKERS: Setting = Setting::new("--kafka-brokers", "HERALD_KAFKA_BROKERS");
     pub const KAFKA_TOPICS: Setting = Setting::new("--kafka-topics", "HERALD_KAFKA_TOPICS");
     pub const KAFKA_GROUP: Setting = Setting::new("--kafka-group", "HERALD_KAFKA_GROUP");
-}
-
-/// How failed deliveries are retried.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryConfig {
-    /// Delay before the first retry, before jitter.
-    pub initial: Duration,
-    /// Longest delay between two attempts.
-    pub max_delay: Duration,
-    /// Age at which a delivery is dead.
-    pub max_age: Duration,
-    /// Attempts after which a delivery is dead, if limited.
-    pub max_attempts: Option<u32>,
 }
 
 /// When a target's circuit opens.
@@ -148,7 +139,11 @@ pub struct Config {
     /// Networks targets may reach despite the SSRF guard.
     pub allow_targets: Vec<IpNet>,
     /// Retry schedule.
-    pub retry: RetryConfig,
+    pub retry: RetryPolicy,
+    /// How long a claim holds a delivery.
+    pub delivery_lease: Duration,
+    /// Most delivery requests in flight at once.
+    pub delivery_concurrency: u32,
     /// Circuit breaker thresholds.
     pub circuit: CircuitConfig,
     /// Largest accepted event payload, in bytes.
@@ -165,6 +160,8 @@ impl fmt::Debug for Config {
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("allow_targets", &self.allow_targets)
             .field("retry", &self.retry)
+            .field("delivery_lease", &self.delivery_lease)
+            .field("delivery_concurrency", &self.delivery_concurrency)
             .field("circuit", &self.circuit)
             .field("max_payload", &self.max_payload)
             .field("tenant_rate_limit", &self.tenant_rate_limit)
@@ -182,7 +179,7 @@ impl Config {
         };
         let raw = RawSettings::merge(args, file);
         raw.refuse_unsupported()?;
-        let retry = RetryConfig {
+        let retry = RetryPolicy {
             initial: parse_or(
                 raw.retry_initial,
                 settings::RETRY_INITIAL,
@@ -216,6 +213,18 @@ impl Config {
                 values::cidrs,
             )?,
             retry,
+            delivery_lease: parse_or(
+                raw.delivery_lease,
+                settings::DELIVERY_LEASE,
+                "90s",
+                values::duration,
+            )?,
+            delivery_concurrency: parse_or(
+                raw.delivery_concurrency,
+                settings::DELIVERY_CONCURRENCY,
+                "256",
+                |t| values::count(t, 1, 100_000),
+            )?,
             circuit: CircuitConfig {
                 failures: parse_or(
                     raw.circuit_failures,
@@ -256,6 +265,14 @@ impl Config {
         if self.retry.max_age.is_zero() {
             return Err(settings::RETRY_MAX_AGE.invalid("must be longer than 0s"));
         }
+        if self.delivery_lease < MIN_LEASE {
+            return Err(settings::DELIVERY_LEASE.invalid(format!(
+                "{} is not longer than the longest target timeout (60s) plus {}s of margin; a shorter lease \
+                 could let two workers deliver the same thing",
+                humantime::format_duration(self.delivery_lease),
+                LEASE_MARGIN.as_secs()
+            )));
+        }
         if self.circuit.cooldown.is_zero() {
             return Err(settings::CIRCUIT_COOLDOWN.invalid("must be longer than 0s"));
         }
@@ -265,6 +282,12 @@ impl Config {
         Ok(())
     }
 }
+
+/// Margin of a lease over the longest target timeout: time to record the outcome.
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// Shortest lease: the longest target timeout plus the margin.
+const MIN_LEASE: Duration =
+    Duration::from_secs(herald_core::model::Timeout::MAX_MS / 1000 + LEASE_MARGIN.as_secs());
 
 /// Largest payload limit an operator may configure.
 const MAX_PAYLOAD_LIMIT: u64 = 256 << 20;
@@ -279,6 +302,8 @@ struct RawSettings {
     retry_max_delay: Option<String>,
     retry_max_age: Option<String>,
     retry_max_attempts: Option<String>,
+    delivery_lease: Option<String>,
+    delivery_concurrency: Option<String>,
     circuit_failures: Option<String>,
     circuit_cooldown: Option<String>,
     max_payload: Option<String>,
@@ -302,6 +327,8 @@ impl RawSettings {
             retry_max_delay: pick(args.retry_max_delay, file.retry_max_delay),
             retry_max_age: pick(args.retry_max_age, file.retry_max_age),
             retry_max_attempts: pick(args.retry_max_attempts, file.retry_max_attempts),
+            delivery_lease: pick(args.delivery_lease, file.delivery_lease),
+            delivery_concurrency: pick(args.delivery_concurrency, file.delivery_concurrency),
             circuit_failures: pick(args.circuit_failures, file.circuit_failures),
             circuit_cooldown: pick(args.circuit_cooldown, file.circuit_cooldown),
             max_payload: pick(args.max_payload, file.max_payload),

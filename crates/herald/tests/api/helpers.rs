@@ -67,9 +67,22 @@ impl TestApp {
         Self::spawn_in(Arc::new(tempfile::tempdir().expect("temporary directory"))).await
     }
 
+    /// A fresh instance whose settings `adjust` changes from the test defaults.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
+        let mut args = test_args(data_dir.path());
+        adjust(&mut args);
+        Self::start(data_dir, args).await
+    }
+
     /// An instance on an existing data directory.
     pub async fn spawn_in(data_dir: Arc<TempDir>) -> Self {
-        let config = test_config(data_dir.path());
+        let args = test_args(data_dir.path());
+        Self::start(data_dir, args).await
+    }
+
+    async fn start(data_dir: Arc<TempDir>, args: ServeArgs) -> Self {
+        let config = Config::resolve(args, Some(ADMIN.into())).expect("valid test config");
         let running = app::start(&config).await.expect("Herald starts");
         Self {
             base: format!("http://{}", running.local_address()),
@@ -176,15 +189,36 @@ impl TestApp {
     }
 }
 
-/// The configuration of a test instance: port 0, the given data directory, the test
-/// admin token, defaults otherwise.
-pub fn test_config(data_dir: &Path) -> Config {
-    let args = ServeArgs {
+/// The settings of a test instance: port 0, the given data directory, loopback
+/// receivers allowed past the SSRF guard, and retries in milliseconds, not seconds.
+pub fn test_args(data_dir: &Path) -> ServeArgs {
+    ServeArgs {
         listen: Some("127.0.0.1:0".into()),
         data_dir: Some(data_dir.to_string_lossy().into_owned()),
+        allow_targets: Some("127.0.0.0/8".into()),
+        retry_initial: Some("100ms".into()),
+        retry_max_delay: Some("400ms".into()),
         ..ServeArgs::default()
-    };
-    Config::resolve(args, Some(ADMIN.into())).expect("valid test config")
+    }
+}
+
+/// Waits up to ten seconds for `check` to return `Some`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Reads a response into an [`Answer`].

@@ -2,11 +2,13 @@
 //! directory, driven over HTTP like any client would.
 
 mod cli;
+mod delivery;
 mod example_config;
 mod filters;
 mod helpers;
 mod isolation;
 mod openapi;
+mod receiver;
 mod restart;
 mod subscriptions;
 mod targets;
