@@ -43,8 +43,7 @@ pub struct ClientError(#[source] reqwest::Error);
 impl Dispatcher {
     /// A dispatcher whose connections pass `guard`.
     pub fn new(guard: Guard) -> Result<Self, ClientError> {
-        // Installing twice (a second instance in one process) is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_crypto_provider();
         let guard = Arc::new(guard);
         let client = reqwest::Client::builder()
             .dns_resolver(Arc::new(GuardedResolver::new(Arc::clone(&guard))))
@@ -102,6 +101,12 @@ impl Dispatcher {
             .await
             .map_err(|error| describe(&error, target.timeout.duration()))
     }
+}
+
+/// Makes `ring` the process's TLS crypto provider (every rustls client needs one).
+/// Installing it again, or after another was installed, changes nothing.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// The host of `url` if it is an IP literal (those skip DNS, so the guard checks them here).

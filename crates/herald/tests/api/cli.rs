@@ -211,7 +211,7 @@ async fn the_real_binary_generates_the_admin_token_once_and_keeps_data_across_re
         server.stdout.iter().any(|line| line.contains(&token)),
         "printed on first start"
     );
-    let client = reqwest::Client::new();
+    let client = crate::helpers::client();
     let created: serde_json::Value = client
         .post(format!("{}/v1/tenants", server.base))
         .bearer_auth(&token)

@@ -86,7 +86,7 @@ impl TestApp {
         let running = app::start(&config).await.expect("Herald starts");
         Self {
             base: format!("http://{}", running.local_address()),
-            client: reqwest::Client::new(),
+            client: client(),
             data_dir,
             running: Some(running),
         }
@@ -256,4 +256,10 @@ pub fn string(value: &Value) -> String {
 /// The path of the `herald` binary built for these tests.
 pub fn herald_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_herald"))
+}
+
+/// An HTTP client for tests (TLS-capable, so the crypto provider is installed first).
+pub fn client() -> reqwest::Client {
+    herald::dispatcher::install_crypto_provider();
+    reqwest::Client::new()
 }
