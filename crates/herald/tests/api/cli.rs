@@ -135,16 +135,23 @@ fn a_config_file_with_an_unknown_key_is_refused() {
 }
 
 /// A running `herald serve` and the lines it printed so far.
-struct Server {
+pub struct Server {
     child: Child,
-    base: String,
+    pub base: String,
     stdout: Vec<String>,
 }
 
 impl Server {
     fn start(data_dir: &Path) -> Self {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `herald serve` on `data_dir` with extra flags.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
         let data_dir = data_dir.to_str().expect("utf-8");
-        let child = herald(&["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir])
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+        args.extend_from_slice(extra);
+        let child = herald(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -182,7 +189,7 @@ impl Server {
         received
     }
 
-    fn terminate(mut self) {
+    pub fn terminate(mut self) {
         let pid = self.child.id().to_string();
         Command::new("kill")
             .args(["-TERM", &pid])
@@ -190,6 +197,14 @@ impl Server {
             .expect("kill runs");
         let status = self.child.wait().expect("herald exits");
         assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    }
+}
+
+impl Server {
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill_9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

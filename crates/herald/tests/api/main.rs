@@ -2,6 +2,7 @@
 //! directory, driven over HTTP like any client would.
 
 mod cli;
+mod crash;
 mod delivery;
 mod example_config;
 mod filters;
@@ -10,6 +11,7 @@ mod isolation;
 mod openapi;
 mod receiver;
 mod restart;
+mod signatures;
 mod subscriptions;
 mod targets;
 mod tenants;
