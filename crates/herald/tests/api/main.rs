@@ -7,6 +7,7 @@ mod delivery;
 mod example_config;
 mod filters;
 mod helpers;
+mod intake;
 mod isolation;
 mod openapi;
 mod receiver;
