@@ -7,6 +7,7 @@
 //!   delivery meets them (claim under a lease, signed request, batched recording).
 //! - [`admin_token`]: the admin credential, configured or generated once.
 //! - [`telemetry`]: log output.
+//! - [`bench`]: the load tool (`herald bench`).
 //!
 //! Dependencies point inward: `api` uses `herald-core`'s services; only `app` knows
 //! the concrete store backend.
@@ -14,6 +15,7 @@
 pub mod admin_token;
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod dispatcher;
 pub mod outcome;

@@ -13,7 +13,8 @@ const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -33,6 +34,21 @@ fn serve(args: ServeArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: herald::bench::BenchArgs) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+        .and_then(|runtime| runtime.block_on(herald::bench::run(args)));
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("herald bench: {error:#}");
             ExitCode::FAILURE
         }
     }

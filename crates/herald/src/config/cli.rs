@@ -22,7 +22,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the Herald server: the HTTP API and the delivery engine.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Measure Herald: start it with a loopback receiver, publish events, report
+    /// ingest/s, delivered/s, latency percentiles and CPU per delivery.
+    Bench(crate::bench::BenchArgs),
 }
 
 /// Settings of `herald serve`. Each flag overrides its environment variable, which

@@ -254,3 +254,30 @@ async fn the_real_binary_generates_the_admin_token_once_and_keeps_data_across_re
     assert_eq!(fetched.status(), 200);
     server.terminate();
 }
+
+#[test]
+fn the_load_tool_runs_and_reports_a_json_line() {
+    let output = run(&mut herald(&[
+        "bench",
+        "--events",
+        "200",
+        "--producers",
+        "4",
+        "--json",
+    ]));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    let report: serde_json::Value = serde_json::from_str(line).expect("valid JSON");
+    assert_eq!(report["deliveries"], 200);
+    assert!(
+        report["deliveredPerSecond"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0)
+    );
+    assert!(report["latencyMs"]["p99"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(report["cpuMsPerDelivery"].as_f64().is_some_and(|v| v > 0.0));
+}

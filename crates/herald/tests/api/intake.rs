@@ -75,6 +75,16 @@ async fn a_batch_answers_each_event_on_its_own() {
     );
 }
 
+/// (name, path, content type, body, status, problem slug)
+type BadEvent = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<u8>,
+    u16,
+    &'static str,
+);
+
 #[tokio::test]
 async fn bad_events_get_clear_problems() {
     let app = TestApp::spawn_with(|args| args.max_payload = Some("1KiB".into())).await;
@@ -83,7 +93,7 @@ async fn bad_events_get_clear_problems() {
     let too_many = json!({ "events": vec![json!({ "type": "a.b", "payload": 1 }); 1001] })
         .to_string()
         .into_bytes();
-    let cases: Vec<(&str, &str, &str, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<BadEvent> = vec![
         (
             "payload over --max-payload",
             "/v1/events",

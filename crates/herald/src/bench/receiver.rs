@@ -1,0 +1,102 @@
+//! The benchmark's receiver: counts deliveries and measures publish→receipt latency
+//! from the time stamped at the start of each payload.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+
+#[derive(Default)]
+struct Tally {
+    count: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+    last: Mutex<Option<Instant>>,
+}
+
+/// A loopback receiver.
+pub struct Receiver {
+    base: String,
+    tally: Arc<Tally>,
+}
+
+impl Receiver {
+    /// Listens on a random loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let tally = Arc::new(Tally::default());
+        let app = Router::new()
+            .fallback(receive)
+            .with_state(Arc::clone(&tally));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(Self { base, tally })
+    }
+
+    /// A URL on this receiver.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Deliveries received.
+    pub fn count(&self) -> u64 {
+        self.tally.count.load(Ordering::Relaxed)
+    }
+
+    /// When the last delivery arrived.
+    pub fn last_receipt(&self) -> Option<Instant> {
+        self.tally.last.lock().ok().and_then(|last| *last)
+    }
+
+    /// Waits until `expected` deliveries arrived or `limit` passed.
+    pub async fn wait_for(&self, expected: u64, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        while self.count() < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Latency percentiles in milliseconds.
+    pub fn latency_percentiles<const N: usize>(&self, percentiles: [f64; N]) -> [f64; N] {
+        let mut latencies = self
+            .tally
+            .latencies_us
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        latencies.sort_unstable();
+        percentiles.map(|p| {
+            if latencies.is_empty() {
+                return 0.0;
+            }
+            let rank = ((p / 100.0) * (latencies.len() - 1) as f64).round() as usize;
+            latencies[rank.min(latencies.len() - 1)] as f64 / 1000.0
+        })
+    }
+}
+
+async fn receive(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    if let Some(sent) = sent_at(&body)
+        && let Ok(mut latencies) = tally.latencies_us.lock()
+    {
+        latencies.push(u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX));
+    }
+    if let Ok(mut last) = tally.last.lock() {
+        *last = Some(Instant::now());
+    }
+    tally.count.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+/// The microseconds in a payload starting `{"t":<micros>,`.
+fn sent_at(body: &[u8]) -> Option<u128> {
+    let rest = body.strip_prefix(b"{\"t\":")?;
+    let end = rest.iter().position(|b| !b.is_ascii_digit())?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}

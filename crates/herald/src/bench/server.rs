@@ -1,0 +1,95 @@
+//! The Herald under test: `herald serve` as a child process of the load tool.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use herald_core::auth::{ADMIN_TOKEN_PREFIX, NewCredential};
+
+/// A running `herald serve` on a temporary data directory.
+pub struct ChildServer {
+    child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The admin token it was started with.
+    pub admin_token: String,
+    _data_dir: tempfile::TempDir,
+}
+
+impl ChildServer {
+    /// Starts this same binary as `herald serve` and waits until it listens.
+    pub async fn start() -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+        let admin_token = NewCredential::generate(ADMIN_TOKEN_PREFIX).plaintext;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--allow-targets",
+                "127.0.0.0/8",
+                "--data-dir",
+            ])
+            .arg(data_dir.path())
+            .env("HERALD_ADMIN_TOKEN", &admin_token)
+            .env("RUST_LOG", "warn,herald=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start herald serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let (lines, received) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let address = tokio::task::spawn_blocking(move || {
+            while let Ok(line) = received.recv_timeout(Duration::from_secs(30)) {
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    return rest.split(['"', ' ']).next().map(str::to_owned);
+                }
+            }
+            None
+        })
+        .await?;
+        let Some(address) = address else {
+            let _ = child.kill();
+            bail!("herald serve did not report its address");
+        };
+        Ok(Self {
+            child,
+            base: format!("http://{address}"),
+            admin_token,
+            _data_dir: data_dir,
+        })
+    }
+
+    /// The server's user + system CPU time so far, in seconds, from /proc.
+    pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+        let after_name = stat.rsplit(')').next().context("malformed /proc stat")?;
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let ticks: f64 = fields
+            .get(11..13)
+            .context("short /proc stat")?
+            .iter()
+            .map(|f| f.parse::<f64>().unwrap_or(0.0))
+            .sum();
+        Ok(ticks / CLOCK_TICKS_PER_SECOND)
+    }
+
+    /// Stops the server.
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `sysconf(_SC_CLK_TCK)` on Linux.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
