@@ -428,3 +428,48 @@ async fn the_ssrf_guard_refuses_internal_addresses() {
         "nothing reached the loopback receiver"
     );
 }
+
+#[tokio::test]
+async fn deliveries_list_by_status_target_and_event_type() {
+    let app = TestApp::spawn_with(|args| args.retry_max_attempts = Some("1".into())).await;
+    let ok = TestReceiver::start().await;
+    let down = TestReceiver::scripted(Arc::new(|_| (500, Vec::new()))).await;
+    let (_, key) = app.tenant("Acme").await;
+    let (good, _) = subscribed_target(&app, &key, &ok.url("/ok"), &["*"]).await;
+    let (bad, _) = subscribed_target(&app, &key, &down.url("/down"), &["orders.*"]).await;
+    for event_type in ["orders.created", "users.created"] {
+        app.post(
+            "/v1/events",
+            &key,
+            json!({ "type": event_type, "payload": {} }),
+        )
+        .await
+        .expect(202);
+    }
+    let count = |query: String| {
+        let (app, key) = (&app, &key);
+        async move {
+            let body = app
+                .get(&format!("/v1/deliveries{query}"), key)
+                .await
+                .expect(200);
+            body["data"].as_array().map_or(0, Vec::len)
+        }
+    };
+    eventually("all deliveries to settle", || async {
+        (count("?status=succeeded".into()).await == 2 && count("?status=dead".into()).await == 1)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(count(String::new()).await, 3);
+    assert_eq!(count(format!("?targetId={good}")).await, 2);
+    assert_eq!(count(format!("?targetId={bad}&status=dead")).await, 1);
+    assert_eq!(count("?eventType=users.created".into()).await, 1);
+    assert_eq!(count("?status=pending".into()).await, 0);
+    app.get("/v1/deliveries?status=lost", &key)
+        .await
+        .assert_problem(400, "invalid-query");
+    app.get("/v1/deliveries?targetId=nope", &key)
+        .await
+        .assert_problem(400, "invalid-query");
+}
