@@ -102,9 +102,12 @@ pub fn judge(
     if policy.max_attempts.is_some_and(|max| attempts >= max) {
         return verdict(DeliveryStatus::Dead, now);
     }
+    // A Retry-After of 0 (or a past date) would retry in a busy loop: never sooner than
+    // the first retry delay.
+    let floor = policy.initial.min(policy.max_delay);
     let delay = requested_delay(result).map_or_else(
         || policy.backoff(attempts, unit),
-        |asked| asked.min(policy.max_delay),
+        |asked| asked.clamp(floor, policy.max_delay),
     );
     let next = now.plus(delay);
     let window_closes = progress.window_start.plus(policy.max_age);
@@ -208,6 +211,12 @@ mod tests {
             on_500.next_attempt_at.as_millis() - NOW,
             2_500,
             "ignored on a 500"
+        );
+        let immediately = judge(fresh(0), &rejected(429, Some(0)), now, &policy(None), 0.5);
+        assert_eq!(
+            immediately.next_attempt_at.as_millis() - NOW,
+            5_000,
+            "Retry-After: 0 waits the first retry delay"
         );
         let too_long = judge(
             fresh(0),

@@ -66,14 +66,23 @@ impl Scheduler {
     /// Runs until `shutdown` turns true, then waits up to `grace` for attempts under way.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         while !*shutdown.borrow() {
-            match self.step().await {
-                Ok(0) => self.idle(&mut shutdown).await,
+            // Waiting for a free permit (all attempts busy) must not delay a stop.
+            let step = tokio::select! {
+                step = self.step() => step,
+                _ = shutdown.changed() => break,
+            };
+            match step {
+                Ok(0) => {
+                    if !self.idle(&mut shutdown).await {
+                        break;
+                    }
+                }
                 Ok(_) => {}
                 Err(error) => {
                     tracing::error!(error = %error, "claiming due deliveries failed; retrying shortly");
                     tokio::select! {
                         () = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = shutdown.changed() => {}
+                        _ = shutdown.changed() => break,
                     }
                 }
             }
@@ -147,10 +156,11 @@ impl Scheduler {
         });
     }
 
-    async fn idle(&self, shutdown: &mut watch::Receiver<bool>) {
+    /// Sleeps until work may be due; `false` when the app is gone and the loop must end.
+    async fn idle(&self, shutdown: &mut watch::Receiver<bool>) -> bool {
         let now = Timestamp::now();
         let wait = match self.store.next_due().await {
-            Ok(Some(due)) if due <= now => return,
+            Ok(Some(due)) if due <= now => return true,
             Ok(Some(due)) => {
                 Duration::from_millis(u64::try_from(due.as_millis() - now.as_millis()).unwrap_or(0))
             }
@@ -159,7 +169,9 @@ impl Scheduler {
         tokio::select! {
             () = self.wake.notified() => {}
             () = tokio::time::sleep(wait.min(IDLE_POLL)) => {}
-            _ = shutdown.changed() => {}
+            // A dropped sender (the app dropped without `stop`) means stop too, not a spin.
+            changed = shutdown.changed() => return changed.is_ok(),
         }
+        true
     }
 }

@@ -290,22 +290,37 @@ pub(super) fn claim_due(
     let sql = format!(
         "UPDATE deliveries SET status = 'delivering', lease_token = lease_token + 1, lease_expires_at = ?1, \
          updated_at = ?2 WHERE id IN ( \
-           SELECT id FROM (SELECT id, next_attempt_at AS due FROM deliveries \
-                           WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
-           UNION ALL \
            SELECT id FROM (SELECT id FROM deliveries \
                            WHERE status = 'delivering' AND lease_expires_at <= ?2 ORDER BY lease_expires_at LIMIT ?3) \
+           UNION ALL \
+           SELECT id FROM (SELECT id FROM deliveries \
+                           WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
            LIMIT ?3) \
          RETURNING {DELIVERY_COLUMNS}, lease_token"
     );
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
-    let claimed = statement
+    // Each row is decoded on its own: a row that no longer decodes (a bug, a manual
+    // edit) is set aside as dead instead of failing every claim after it.
+    let rows = statement
         .query_map(params![now.plus(lease).as_millis(), now_ms, limit], |row| {
-            Ok((rows::delivery(row)?, row.get::<_, i64>(14)?))
+            let decoded = rows::delivery(row).and_then(|d| Ok((d, row.get::<_, i64>(14)?)));
+            Ok((row.get::<_, String>(0)?, decoded))
         })
         .map_err(translate)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(translate)?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for (id, decoded) in rows {
+        match decoded {
+            Ok(claim) => claimed.push(claim),
+            Err(error) => set_aside(
+                connection,
+                &id,
+                &format!("stored delivery is corrupt: {error}"),
+                now,
+            )?,
+        }
+    }
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
@@ -325,28 +340,48 @@ pub(super) fn claim_due(
         rows::target,
         |t| t.id.to_string(),
     )?;
-    claimed
-        .into_iter()
-        .map(|(delivery, lease_token)| {
-            let missing = |what: &str| StoreError::Corrupt {
-                detail: format!("delivery {} has no {what}", delivery.id),
-            };
-            let event = events
-                .get(delivery.event_id.as_str())
-                .cloned()
-                .ok_or_else(|| missing("event"))?;
-            let target = targets
-                .get(delivery.target_id.as_str())
-                .cloned()
-                .ok_or_else(|| missing("target"))?;
-            Ok(Claim {
+    let mut claims = Vec::with_capacity(claimed.len());
+    for (delivery, lease_token) in claimed {
+        let event = events.get(delivery.event_id.as_str()).cloned();
+        let target = targets.get(delivery.target_id.as_str()).cloned();
+        match (event, target) {
+            (Some(event), Some(target)) => claims.push(Claim {
                 delivery,
                 lease_token,
                 event,
                 target,
-            })
-        })
-        .collect()
+            }),
+            _ => set_aside(
+                connection,
+                delivery.id.as_str(),
+                "its stored event or target is corrupt",
+                now,
+            )?,
+        }
+    }
+    Ok(claims)
+}
+
+/// Makes an unreadable delivery dead, with the reason, so it stays visible (and
+/// redrivable once repaired) without blocking the queue.
+fn set_aside(
+    connection: &Connection,
+    id: &str,
+    reason: &str,
+    now: Timestamp,
+) -> Result<(), StoreError> {
+    tracing::error!(
+        delivery = id,
+        reason,
+        "setting aside an unreadable delivery as dead"
+    );
+    execute(
+        connection,
+        "UPDATE deliveries SET status = 'dead', last_error = ?1, lease_expires_at = NULL, updated_at = ?2 \
+         WHERE id = ?3",
+        params![reason, now.as_millis(), id],
+    )
+    .map(drop)
 }
 
 /// Reads the rows of `table` with the given ids, once each, keyed by id.
@@ -365,11 +400,21 @@ fn load_by_id<T>(
         "SELECT {columns} FROM {table} WHERE id IN ({})",
         placeholders(ids.len())
     );
-    let loaded = rows::all(connection, &sql, params_from_iter(ids), map)?;
-    Ok(loaded
-        .into_iter()
-        .map(|item| (id_of(&item), Arc::new(item)))
-        .collect())
+    let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
+    let loaded = statement
+        .query_map(params_from_iter(ids), map)
+        .map_err(translate)?;
+    let mut by_id = HashMap::new();
+    for item in loaded {
+        // An unreadable row is left out; the claims that need it are set aside.
+        match item {
+            Ok(item) => {
+                by_id.insert(id_of(&item), Arc::new(item));
+            }
+            Err(error) => tracing::error!(table, %error, "unreadable row"),
+        }
+    }
+    Ok(by_id)
 }
 
 pub(super) fn record_outcomes(

@@ -284,7 +284,7 @@ impl Config {
 }
 
 /// Margin of a lease over the longest target timeout: time to record the outcome.
-const LEASE_MARGIN: Duration = Duration::from_secs(5);
+const LEASE_MARGIN: Duration = Duration::from_secs(15);
 /// Shortest lease: the longest target timeout plus the margin.
 const MIN_LEASE: Duration =
     Duration::from_secs(herald_core::model::Timeout::MAX_MS / 1000 + LEASE_MARGIN.as_secs());

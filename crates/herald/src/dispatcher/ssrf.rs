@@ -89,14 +89,33 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let segments = ip.segments();
+    let first = segments[0];
+    if let Some(v4) = embedded_v4(ip) {
+        return is_public_v4(v4);
+    }
     !(ip.is_unspecified()
+        || (first & 0xffc0) == 0xfec0 // site-local fec0::/10
+        || segments[..4] == [0x0100, 0, 0, 0] // discard-only 100::/64
+        || (first == 0x2001 && segments[1] == 0) // Teredo 2001::/32
+        || segments[..6] == [0, 0, 0, 0, 0xffff, 0] // SIIT ::ffff:0:0:0/96
         || ip.is_loopback()
         || ip.is_multicast()
         || (first & 0xfe00) == 0xfc00 // unique local fc00::/7
         || (first & 0xffc0) == 0xfe80 // link-local fe80::/10
         || first == 0x2001 && ip.segments()[1] == 0x0db8 // documentation
         || ip.segments()[..6] == [0, 0, 0, 0, 0, 0]) // IPv4-compatible and other ::/96
+}
+
+/// The IPv4 address carried by a NAT64 (`64:ff9b::/96`, `64:ff9b:1::/48`) or 6to4
+/// (`2002::/16`) address: such addresses reach that IPv4 host, so it is what is judged.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let from = |high: u16, low: u16| Ipv4Addr::from((u32::from(high) << 16) | u32::from(low));
+    if s[..6] == [0x64, 0xff9b, 0, 0, 0, 0] || (s[..2] == [0x64, 0xff9b] && s[2] == 1) {
+        return Some(from(s[6], s[7]));
+    }
+    (s[0] == 0x2002).then(|| from(s[1], s[2]))
 }
 
 /// A DNS resolver for the delivery client that drops every address the guard refuses.
@@ -151,6 +170,12 @@ mod tests {
             "fd00::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a00:5",
+            "64:ff9b:1::7f00:1",
+            "2002:a00:1::1",
+            "fec0::1",
+            "2001::1",
+            "100::1",
             "::",
         ] {
             assert!(!guard.permits(ip(refused)), "{refused} must be refused");

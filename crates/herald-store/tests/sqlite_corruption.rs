@@ -1,0 +1,105 @@
+//! SQLite specifics: a stored row that no longer decodes is set aside as dead instead
+//! of blocking every claim after it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use herald_core::filter::EventType;
+use herald_core::model::{
+    ContentType, CustomHeaders, FilterPatterns, NewEvent, NewFilter, NewSubscription, NewTarget,
+    NewTenant, TargetUrl, TenantName,
+};
+use herald_core::service::Management;
+use herald_core::store::Store;
+use herald_core::time::Timestamp;
+use herald_store::SqliteStore;
+use herald_store::sqlite::DATABASE_FILE;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::new(SqliteStore::open(dir.path()).expect("open"));
+    let service = Management::new(store.clone());
+    let (tenant, _) = service
+        .create_tenant(NewTenant {
+            name: TenantName::parse("Acme", "name").expect("name"),
+        })
+        .await
+        .expect("tenant");
+    let new_target = || NewTarget {
+        url: TargetUrl::parse("https://example.com/hook", "url").expect("url"),
+        description: None,
+        secret: None,
+        headers: CustomHeaders::default(),
+        rate_limit: None,
+        max_in_flight: None,
+        timeout: None,
+        active: None,
+    };
+    let patterns = FilterPatterns::parse(&["*".to_owned()], "events").expect("patterns");
+    let filter = service
+        .create_filter(
+            &tenant.id,
+            NewFilter {
+                description: None,
+                patterns,
+            },
+        )
+        .await
+        .expect("filter");
+    for _ in 0..3 {
+        let target = service
+            .create_target(&tenant.id, new_target())
+            .await
+            .expect("target");
+        let subscription = NewSubscription {
+            target_id: target.id,
+            filter_id: filter.id.clone(),
+            active: None,
+        };
+        service
+            .create_subscription(&tenant.id, subscription)
+            .await
+            .expect("subscription");
+    }
+    let event = NewEvent {
+        event_type: EventType::parse("a.b", "type").expect("type"),
+        payload: Bytes::from_static(b"{}"),
+        content_type: ContentType::json(),
+        idempotency_key: None,
+    };
+    let published = service
+        .publish(&tenant.id, vec![event])
+        .await
+        .expect("publish");
+    assert_eq!(published[0].deliveries, 3);
+
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
+    raw.execute("UPDATE deliveries SET event_type = 'not..valid' WHERE id = (SELECT MIN(id) FROM deliveries)", [])
+        .expect("corrupt one row");
+    drop(raw);
+
+    let later = Timestamp::now().plus(Duration::from_secs(1));
+    let claims = store
+        .claim_due(later, 10, Duration::from_secs(90))
+        .await
+        .expect("claims still work");
+    assert_eq!(claims.len(), 2, "the two readable deliveries are claimed");
+    assert!(
+        store
+            .claim_due(later, 10, Duration::from_secs(90))
+            .await
+            .expect("claims")
+            .is_empty()
+    );
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
+    let (status, error): (String, String) = raw
+        .query_row(
+            "SELECT status, last_error FROM deliveries WHERE event_type = 'not..valid'",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the corrupt row");
+    assert_eq!(status, "dead", "set aside, visible as a dead letter");
+    assert!(error.contains("corrupt"), "{error}");
+}
