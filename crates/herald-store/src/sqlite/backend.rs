@@ -18,9 +18,9 @@ use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
-use super::error::translate;
 use super::rows::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
+    execute,
 };
 use super::{queue, schema};
 
@@ -32,15 +32,6 @@ fn after(page: &PageRequest) -> String {
 /// One more row than asked for, so the page knows whether another follows.
 fn overfetch(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
-}
-
-fn execute(
-    connection: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<usize, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
-    statement.execute(params).map_err(translate)
 }
 
 fn insert_api_key(connection: &Connection, key: &ApiKey) -> Result<(), StoreError> {

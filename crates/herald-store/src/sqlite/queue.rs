@@ -17,16 +17,9 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::error::translate;
-use super::rows::{self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS};
-
-fn execute(
-    connection: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<usize, StoreError> {
-    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
-    statement.execute(params).map_err(translate)
-}
+use super::rows::{
+    self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS, execute,
+};
 
 /// `?, ?, ?` for `count` parameters.
 fn placeholders(count: usize) -> String {

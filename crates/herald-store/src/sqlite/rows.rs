@@ -202,6 +202,16 @@ pub(super) fn patterns_json(patterns: &FilterPatterns) -> String {
     serde_json::Value::from_iter(patterns.as_slice().iter().map(|p| p.as_str())).to_string()
 }
 
+/// Runs one statement (cached), returning how many rows it changed.
+pub(super) fn execute(
+    connection: &Connection,
+    sql: &str,
+    params: impl Params,
+) -> Result<usize, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    statement.execute(params).map_err(translate)
+}
+
 /// Reads one row, or `None`.
 pub(super) fn optional<T>(
     connection: &Connection,
