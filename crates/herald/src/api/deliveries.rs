@@ -5,7 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_core::filter::EventType;
-use herald_core::id::{DeliveryId, TargetId};
+use herald_core::id::{DeliveryId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, DeliveryStatus};
 use herald_core::store::DeliveryQuery;
 use herald_core::time::Timestamp;
@@ -177,14 +177,7 @@ pub async fn list_deliveries(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<DeliveryParams>,
 ) -> Result<Json<ListOf<DeliveryOut>>, ApiError> {
-    let page = page_request(params.limit, params.cursor.as_deref(), |id| {
-        DeliveryId::parse(id).is_some()
-    })?;
-    let deliveries = state
-        .management
-        .deliveries(&tenant, &list_query(&params)?, &page)
-        .await?;
-    Ok(Json(ListOf::from_page(deliveries, delivery_out)))
+    list_page(&state, &tenant, &params, None).await
 }
 
 /// List the tenant's dead letters (deliveries whose retries ran out).
@@ -195,14 +188,26 @@ pub async fn list_dead_letters(
     State(state): State<AppState>,
     ApiQuery(params): ApiQuery<DeliveryParams>,
 ) -> Result<Json<ListOf<DeliveryOut>>, ApiError> {
+    list_page(&state, &tenant, &params, Some(DeliveryStatus::Dead)).await
+}
+
+/// One page of the deliveries `params` select; `status`, when given, overrides theirs.
+async fn list_page(
+    state: &AppState,
+    tenant: &TenantId,
+    params: &DeliveryParams,
+    status: Option<DeliveryStatus>,
+) -> Result<Json<ListOf<DeliveryOut>>, ApiError> {
     let page = page_request(params.limit, params.cursor.as_deref(), |id| {
         DeliveryId::parse(id).is_some()
     })?;
-    let mut selection = list_query(&params)?;
-    selection.status = Some(DeliveryStatus::Dead);
+    let mut selection = list_query(params)?;
+    if status.is_some() {
+        selection.status = status;
+    }
     let deliveries = state
         .management
-        .deliveries(&tenant, &selection, &page)
+        .deliveries(tenant, &selection, &page)
         .await?;
     Ok(Json(ListOf::from_page(deliveries, delivery_out)))
 }

@@ -5,9 +5,10 @@
 //! failures on `/v1`, 404 where a path names a resource, body errors where a body is
 //! read), so no route documents less than it can return.
 
-use axum::Json;
+use axum::body::Bytes;
 use axum::extract::Extension;
-use std::sync::Arc;
+use axum::http::header;
+use axum::response::IntoResponse;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as OpenApiDocument, Ref, ResponseBuilder};
@@ -112,15 +113,13 @@ fn problem_response(description: &str) -> utoipa::openapi::Response {
         .build()
 }
 
-/// The document as served, shared by every request.
+/// The document, serialized once at start-up and shared by every request.
 #[derive(Clone)]
-pub struct ServedDocument(pub Arc<serde_json::Value>);
+pub struct ServedDocument(pub Bytes);
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "The OpenAPI 3.1 document of this API", content_type = "application/json")))]
-pub async fn openapi_json(
-    Extension(document): Extension<ServedDocument>,
-) -> Json<serde_json::Value> {
-    Json(document.0.as_ref().clone())
+pub async fn openapi_json(Extension(document): Extension<ServedDocument>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], document.0)
 }

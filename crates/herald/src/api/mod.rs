@@ -22,6 +22,7 @@ mod wire;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{Method, Uri};
 use herald_core::auth::KeyHash;
@@ -122,11 +123,11 @@ fn management_routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, mut document) = routes(state.max_payload).split_for_parts();
     docs::CommonResponses.modify(&mut document);
-    let served = serde_json::to_value(&document).unwrap_or_default();
+    let served = Bytes::from(serde_json::to_vec(&document).unwrap_or_default());
     router
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(Extension(docs::ServedDocument(Arc::new(served))))
+        .layer(Extension(docs::ServedDocument(served)))
         .with_state(state)
 }
 
