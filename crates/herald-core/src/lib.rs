@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod filter;
+pub mod flow;
 pub mod id;
 pub mod model;
 pub mod outcome;

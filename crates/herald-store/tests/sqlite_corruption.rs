@@ -10,7 +10,7 @@ use herald_core::model::{
     NewTenant, TargetUrl, TenantName,
 };
 use herald_core::service::Management;
-use herald_core::store::Store;
+use herald_core::store::{ClaimRequest, Store};
 use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
 use herald_store::sqlite::DATABASE_FILE;
@@ -23,6 +23,7 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
     let (tenant, _) = service
         .create_tenant(NewTenant {
             name: TenantName::parse("Acme", "name").expect("name"),
+            ingest_rate_limit: None,
         })
         .await
         .expect("tenant");
@@ -47,11 +48,13 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
         )
         .await
         .expect("filter");
+    let mut targets = Vec::new();
     for _ in 0..3 {
         let target = service
             .create_target(&tenant.id, new_target())
             .await
             .expect("target");
+        targets.push(target.id.clone());
         let subscription = NewSubscription {
             target_id: target.id,
             filter_id: filter.id.clone(),
@@ -80,14 +83,22 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
     drop(raw);
 
     let later = Timestamp::now().plus(Duration::from_secs(1));
+    let requests: Vec<ClaimRequest> = targets
+        .iter()
+        .map(|id| ClaimRequest {
+            target_id: id.clone(),
+            first_attempts: 10,
+            retries: 10,
+        })
+        .collect();
     let claims = store
-        .claim_due(later, 10, Duration::from_secs(90))
+        .claim(requests.clone(), later, Duration::from_secs(90))
         .await
         .expect("claims still work");
     assert_eq!(claims.len(), 2, "the two readable deliveries are claimed");
     assert!(
         store
-            .claim_due(later, 10, Duration::from_secs(90))
+            .claim(requests.clone(), later, Duration::from_secs(90))
             .await
             .expect("claims")
             .is_empty()

@@ -9,21 +9,22 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_core::flow::CircuitPolicy;
 use herald_core::service::Management;
 use herald_core::store::{Store, StoreError};
 use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, AdminTokenError};
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, IngestLimits};
 use crate::config::Config;
 use crate::dispatcher::ssrf::Guard;
 use crate::dispatcher::{ClientError, Dispatcher};
 use crate::outcome;
-use crate::scheduler::{Scheduler, SchedulerSettings};
+use crate::scheduler::{Hints, Scheduler, SchedulerSettings};
 
 /// Why Herald could not start; each message names the setting to look at.
 #[derive(Debug, thiserror::Error)]
@@ -126,8 +127,8 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
             "resuming deliveries that were in flight when Herald last stopped"
         );
     }
-    let wake = Arc::new(Notify::new());
-    let (engine_stop, engine) = start_engine(config, store.clone(), Arc::clone(&wake))?;
+    let hints = Arc::new(Hints::default());
+    let (engine_stop, engine) = start_engine(config, store.clone(), Arc::clone(&hints))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -141,8 +142,9 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     let state = AppState {
         management: Management::new(store),
         admin_token: admin.hash,
-        wake,
+        hints,
         max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
+        ingest_limits: Arc::new(IngestLimits::new(config.tenant_rate_limit)),
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -159,6 +161,9 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     })
 }
 
+/// The longest a circuit stays open between probes, however long the target fails.
+const MAX_CIRCUIT_COOLDOWN: Duration = Duration::from_secs(3600);
+
 /// How long a stop waits for attempts under way.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
@@ -166,25 +171,30 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 fn start_engine(
     config: &Config,
     store: Store,
-    wake: Arc<Notify>,
+    hints: Arc<Hints>,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), StartError> {
     let dispatcher = Dispatcher::new(Guard::new(config.allow_targets.clone()))?;
     let settings = SchedulerSettings {
         policy: config.retry.clone(),
+        circuit: CircuitPolicy {
+            failures: config.circuit.failures,
+            cooldown: config.circuit.cooldown,
+            max_cooldown: MAX_CIRCUIT_COOLDOWN,
+        },
         lease: config.delivery_lease,
-        concurrency: usize::try_from(config.delivery_concurrency).unwrap_or(usize::MAX),
+        concurrency: config.delivery_concurrency,
     };
-    let (outcomes, recorded) = mpsc::unbounded_channel();
+    let (records, recorded) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(
         store.clone(),
         dispatcher,
         settings,
-        Arc::clone(&wake),
-        outcomes,
+        Arc::clone(&hints),
+        records,
     );
     let (stop, stopped) = watch::channel(false);
     let engine = tokio::spawn(async move {
-        let recorder = tokio::spawn(outcome::record(store, recorded, wake));
+        let recorder = tokio::spawn(outcome::record(store, recorded, hints));
         scheduler.run(stopped, STOP_GRACE).await;
         // The scheduler and its attempts held the only senders: the recorder drains and ends.
         let _ = recorder.await;

@@ -1,47 +1,96 @@
-//! The outcome recorder: writes attempt outcomes to the store in batches (one commit
-//! for everything that finished meanwhile), so the hot path does not spend a
-//! transaction per delivery.
+//! The outcome recorder: writes what the scheduler decided to the store in batches
+//! (one commit for everything that finished meanwhile), so the hot path does not
+//! spend a transaction per delivery, and tells the scheduler when committed retries
+//! are due.
 
 use std::sync::Arc;
 
+use herald_core::flow::Circuit;
+use herald_core::id::TargetId;
 use herald_core::model::DeliveryStatus;
 use herald_core::store::{OutcomeRecord, Store};
 use herald_core::time::Timestamp;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-/// Most outcomes written in one commit.
+use crate::scheduler::Hints;
+
+/// Most records written in one commit.
 const MAX_BATCH: usize = 512;
 
-/// Records outcomes until every sender is gone.
-pub async fn record(
-    store: Store,
-    mut outcomes: mpsc::UnboundedReceiver<OutcomeRecord>,
-    wake: Arc<Notify>,
-) {
+/// Something to write.
+// Nearly every record is an outcome: boxing it would cost an allocation each to
+// shrink the rare variants.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Record {
+    /// An attempt's outcome.
+    Outcome(OutcomeRecord),
+    /// A target's circuit changed.
+    Circuit(TargetId, Circuit),
+    /// A target answered `410 Gone`: switch it off with this reason.
+    Disable(TargetId, String),
+}
+
+/// Records until every sender is gone.
+pub async fn record(store: Store, mut records: mpsc::UnboundedReceiver<Record>, hints: Arc<Hints>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while outcomes.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let retries = batch
-            .iter()
-            .any(|o| o.verdict.status == DeliveryStatus::Pending);
-        let count = batch.len();
-        match store
-            .record_outcomes(std::mem::take(&mut batch), Timestamp::now())
-            .await
-        {
-            Ok(applied) => {
-                let stale = applied.iter().filter(|applied| !**applied).count();
-                if stale > 0 {
-                    tracing::warn!(
-                        stale,
-                        "outcomes arrived after their lease was taken over; the new owner's stand"
-                    );
+    while records.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let mut outcomes = Vec::new();
+        let mut circuits: Vec<(TargetId, Circuit)> = Vec::new();
+        let mut disabled = Vec::new();
+        for record in batch.drain(..) {
+            match record {
+                Record::Outcome(outcome) => outcomes.push(outcome),
+                Record::Circuit(target, circuit) => {
+                    // Only the latest state of each target matters.
+                    circuits.retain(|(t, _)| *t != target);
+                    circuits.push((target, circuit));
                 }
+                Record::Disable(target, reason) => disabled.push((target, reason)),
             }
-            // The deliveries stay leased; when the leases expire they are attempted again.
-            Err(error) => tracing::error!(error = %error, count, "recording outcomes failed"),
         }
-        if retries {
-            wake.notify_one();
+        write_outcomes(&store, outcomes, &hints).await;
+        if !circuits.is_empty()
+            && let Err(error) = store.save_circuits(circuits).await
+        {
+            // The scheduler's state stays right; only the saved copy lags.
+            tracing::error!(error = %error, "saving circuit states failed");
         }
+        for (target, reason) in disabled {
+            if let Err(error) = store
+                .disable_target(&target, &reason, Timestamp::now())
+                .await
+            {
+                tracing::error!(error = %error, target = %target, "disabling a gone target failed");
+            }
+        }
+    }
+}
+
+async fn write_outcomes(store: &Store, outcomes: Vec<OutcomeRecord>, hints: &Hints) {
+    if outcomes.is_empty() {
+        return;
+    }
+    let retries: Vec<(TargetId, Timestamp)> = outcomes
+        .iter()
+        .filter(|o| o.verdict.status == DeliveryStatus::Pending)
+        .map(|o| (o.target_id.clone(), o.verdict.next_attempt_at))
+        .collect();
+    let count = outcomes.len();
+    match store.record_outcomes(outcomes, Timestamp::now()).await {
+        Ok(applied) => {
+            let stale = applied.iter().filter(|applied| !**applied).count();
+            if stale > 0 {
+                tracing::warn!(
+                    stale,
+                    "outcomes arrived after their lease was taken over; the new owner's stand"
+                );
+            }
+            for (target, due) in retries {
+                hints.retry(target, due);
+            }
+        }
+        // The deliveries stay leased; when the leases expire they are attempted again.
+        Err(error) => tracing::error!(error = %error, count, "recording outcomes failed"),
     }
 }

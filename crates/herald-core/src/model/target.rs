@@ -258,8 +258,10 @@ pub struct Target {
     pub max_in_flight: MaxInFlight,
     /// Time one request may take.
     pub timeout: Timeout,
-    /// Inactive targets receive nothing.
+    /// Inactive targets receive nothing; their deliveries wait.
     pub active: bool,
+    /// Why Herald switched the target off (it answered `410 Gone`), if it did.
+    pub disabled_reason: Option<String>,
     /// When the target was created.
     pub created_at: Timestamp,
     /// When it last changed.
@@ -335,6 +337,7 @@ impl NewTarget {
             max_in_flight: self.max_in_flight.unwrap_or(MaxInFlight::DEFAULT),
             timeout: self.timeout.unwrap_or(Timeout::DEFAULT),
             active: self.active.unwrap_or(true),
+            disabled_reason: None,
             created_at: now,
             updated_at: now,
         }
@@ -384,6 +387,8 @@ impl TargetPatch {
         }
         if let Some(active) = self.active {
             target.active = active;
+            // Whoever switches a target on or off by hand overrides Herald's reason.
+            target.disabled_reason = None;
         }
         target.updated_at = now;
     }

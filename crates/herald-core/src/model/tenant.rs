@@ -1,6 +1,7 @@
 //! Tenants: accounts whose data no other tenant can see.
 
 use crate::id::TenantId;
+use crate::model::RateLimit;
 use crate::time::Timestamp;
 use crate::validation::ValidationError;
 
@@ -35,6 +36,8 @@ pub struct Tenant {
     pub id: TenantId,
     /// Display name, chosen by the admin.
     pub name: TenantName,
+    /// Events per second the tenant may publish; `None` takes the configured default.
+    pub ingest_rate_limit: Option<RateLimit>,
     /// When the tenant was created.
     pub created_at: Timestamp,
     /// When the tenant last changed.
@@ -46,6 +49,8 @@ pub struct Tenant {
 pub struct NewTenant {
     /// Display name.
     pub name: TenantName,
+    /// Its own ingest limit, overriding the configured default.
+    pub ingest_rate_limit: Option<RateLimit>,
 }
 
 /// A change to a tenant; absent fields stay as they are.
@@ -53,6 +58,8 @@ pub struct NewTenant {
 pub struct TenantPatch {
     /// New display name.
     pub name: Option<TenantName>,
+    /// `Some(None)` returns the tenant to the configured default ingest limit.
+    pub ingest_rate_limit: Option<Option<RateLimit>>,
 }
 
 impl TenantPatch {
@@ -60,6 +67,9 @@ impl TenantPatch {
     pub fn apply(self, tenant: &mut Tenant, now: Timestamp) {
         if let Some(name) = self.name {
             tenant.name = name;
+        }
+        if let Some(limit) = self.ingest_rate_limit {
+            tenant.ingest_rate_limit = limit;
         }
         tenant.updated_at = now;
     }

@@ -1,6 +1,6 @@
 //! Publishing events: idempotency, fan-out, and one durable write.
 
-use crate::id::{EventId, TenantId};
+use crate::id::{EventId, TargetId, TenantId};
 use crate::model::{Delivery, Event, NewEvent};
 use crate::routing::fan_out;
 use crate::store::{EventRecord, Inserted};
@@ -17,6 +17,8 @@ pub struct Published {
     pub deliveries: u32,
     /// Whether the idempotency key had been used before, so nothing new was stored.
     pub duplicate: bool,
+    /// The targets of the deliveries this call created (none for a duplicate).
+    pub targets: Vec<TargetId>,
 }
 
 impl Management {
@@ -57,24 +59,23 @@ impl Management {
                 EventRecord { event, deliveries }
             })
             .collect();
-        let summaries: Vec<(EventId, u32)> = records
+        let summaries: Vec<(EventId, Vec<TargetId>)> = records
             .iter()
             .map(|r| {
-                (
-                    r.event.id.clone(),
-                    u32::try_from(r.deliveries.len()).unwrap_or(u32::MAX),
-                )
+                let targets = r.deliveries.iter().map(|d| d.target_id.clone()).collect();
+                (r.event.id.clone(), targets)
             })
             .collect();
         let inserted = self.store.insert_events(records).await?;
         Ok(summaries
             .into_iter()
             .zip(inserted)
-            .map(|((id, deliveries), inserted)| match inserted {
+            .map(|((id, targets), inserted)| match inserted {
                 Inserted::New => Published {
                     id,
-                    deliveries,
+                    deliveries: u32::try_from(targets.len()).unwrap_or(u32::MAX),
                     duplicate: false,
+                    targets,
                 },
                 Inserted::Duplicate {
                     original,
@@ -83,6 +84,7 @@ impl Management {
                     id: original,
                     deliveries,
                     duplicate: true,
+                    targets: Vec::new(),
                 },
             })
             .collect())

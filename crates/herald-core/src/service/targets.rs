@@ -1,5 +1,6 @@
 //! A tenant's targets.
 
+use crate::flow::Circuit;
 use crate::id::{TargetId, TenantId};
 use crate::model::{NewTarget, Target, TargetPatch};
 use crate::store::{Page, PageRequest};
@@ -25,6 +26,19 @@ impl Management {
             .get_target(tenant, id)
             .await?
             .ok_or_else(|| ServiceError::not_found(ResourceKind::Target, id))
+    }
+
+    /// A target's circuit breaker as last saved (closed if it never opened).
+    pub async fn target_circuit(
+        &self,
+        tenant: &TenantId,
+        target: &Target,
+    ) -> Result<Circuit, ServiceError> {
+        Ok(self
+            .store
+            .target_circuit(tenant, &target.id)
+            .await?
+            .unwrap_or_else(|| Circuit::closed(target.created_at)))
     }
 
     /// A page of the tenant's targets.

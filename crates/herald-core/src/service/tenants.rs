@@ -16,6 +16,7 @@ impl Management {
         let tenant = Tenant {
             id: TenantId::generate(),
             name: input.name,
+            ingest_rate_limit: input.ingest_rate_limit,
             created_at: now,
             updated_at: now,
         };

@@ -18,13 +18,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::auth::{ApiKey, KeyHash};
+use crate::flow::Circuit;
 use crate::id::{ApiKeyId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId};
 use crate::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use crate::routing::Route;
 use crate::time::Timestamp;
 
 pub use page::{Page, PageRequest};
-pub use queue::{Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Requeue};
+pub use queue::{
+    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Requeue,
+    WaitingTarget,
+};
 
 /// Why a store operation failed, in backend-neutral terms.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +115,22 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn update_target(&self, target: &Target) -> Result<bool, StoreError>;
     /// Deletes a target and its subscriptions.
     async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError>;
+    /// Switches a target off with the reason (whatever tenant owns it); its waiting
+    /// deliveries stay until it is switched on again.
+    async fn disable_target(
+        &self,
+        id: &TargetId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// One of a tenant's targets' circuit, as last saved.
+    async fn target_circuit(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<Option<Circuit>, StoreError>;
+    /// Saves circuits, all in one commit (targets deleted meanwhile are skipped).
+    async fn save_circuits(&self, circuits: Vec<(TargetId, Circuit)>) -> Result<(), StoreError>;
 
     /// Stores a new filter.
     async fn insert_filter(&self, filter: &Filter) -> Result<(), StoreError>;
@@ -200,12 +220,16 @@ pub trait StoreBackend: Send + Sync + 'static {
         now: Timestamp,
     ) -> Result<u64, StoreError>;
 
-    /// Claims up to `limit` due deliveries (pending and due, or with an expired lease),
-    /// earliest first, each under a lease of `lease` and a new fencing token.
-    async fn claim_due(
+    /// Every active target with pending deliveries, with when each lane is next due
+    /// and its saved circuit.
+    async fn waiting_targets(&self) -> Result<Vec<WaitingTarget>, StoreError>;
+    /// Claims, for each request, up to its numbers of due first attempts and due
+    /// retries of its target (earliest due first), each under a lease of `lease` and a
+    /// new fencing token; all in one commit. Inactive targets yield nothing.
+    async fn claim(
         &self,
+        requests: Vec<ClaimRequest>,
         now: Timestamp,
-        limit: u32,
         lease: Duration,
     ) -> Result<Vec<Claim>, StoreError>;
     /// Records outcomes, all in one commit. Each is applied only if its delivery is
@@ -215,8 +239,9 @@ pub trait StoreBackend: Send + Sync + 'static {
         outcomes: Vec<OutcomeRecord>,
         now: Timestamp,
     ) -> Result<Vec<bool>, StoreError>;
-    /// The earliest time a pending delivery is due or a lease expires, if any.
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError>;
+    /// Puts deliveries whose lease expired by `now` back in their lanes, due at once
+    /// (their worker is presumed dead). Returns how many.
+    async fn recover_expired_leases(&self, now: Timestamp) -> Result<u64, StoreError>;
     /// Ends every lease at once, making in-flight deliveries claimable now. Only for a
     /// store no other instance is using (the embedded store at start-up, after a crash).
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError>;

@@ -1,18 +1,25 @@
 //! The types of the delivery queue's half of the store contract: event intake,
 //! claiming due deliveries under leases, and recording outcomes.
 //!
+//! **Lanes.** A pending delivery waits in one of two lanes of its target: first
+//! attempts, or retries (a delivery attempted before). Claims name how many of each
+//! they want from each target, so the scheduler can keep capacity for first attempts
+//! and share it fairly; the store only executes the request.
+//!
 //! **Leases and fencing.** A claim moves a delivery to `delivering`, sets
 //! `lease_expires_at` and increments the delivery's fencing token. The claimant must
 //! record its outcome before the lease expires; a delivery whose lease has expired is
 //! claimable again (its worker is presumed dead), with a new token. An outcome is
 //! recorded only if the token still matches, so a worker whose lease was taken over
-//! can never overwrite the new owner's result. Leases are longer than the longest
+//! can never overwrite the new owner's result. An expired lease is recovered by
+//! putting the delivery back in its lane, due at once. Leases are longer than the longest
 //! target timeout (a configuration rule), so while workers are alive no delivery has
 //! two requests in flight.
 
 use std::sync::Arc;
 
 use crate::filter::EventType;
+use crate::flow::Circuit;
 use crate::id::{DeliveryId, EventId, TargetId};
 use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Target};
 use crate::outcome::Verdict;
@@ -65,6 +72,30 @@ pub enum Requeue {
     Dead(DeliveryQuery),
 }
 
+/// An active target with deliveries waiting, and when each lane's first is due.
+#[derive(Debug, Clone)]
+pub struct WaitingTarget {
+    /// The target, as configured now.
+    pub target: Target,
+    /// When its earliest first attempt is due, if it has any waiting.
+    pub first_due: Option<Timestamp>,
+    /// When its earliest retry is due, if it has any waiting.
+    pub retry_due: Option<Timestamp>,
+    /// Its circuit as last saved (`None`: never saved, so closed).
+    pub circuit: Option<Circuit>,
+}
+
+/// How many due deliveries to claim from one target, per lane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRequest {
+    /// The target.
+    pub target_id: TargetId,
+    /// Most first attempts to claim.
+    pub first_attempts: u32,
+    /// Most retries to claim.
+    pub retries: u32,
+}
+
 /// A claimed delivery with everything needed to attempt it.
 #[derive(Debug, Clone)]
 pub struct Claim {
@@ -83,6 +114,8 @@ pub struct Claim {
 pub struct OutcomeRecord {
     /// The delivery.
     pub delivery_id: DeliveryId,
+    /// Its target (so the recorder can tell the scheduler when a retry is due).
+    pub target_id: TargetId,
     /// The fencing token of the claim that made the attempt.
     pub lease_token: i64,
     /// The attempt, for the log.

@@ -3,6 +3,7 @@
 
 use async_trait::async_trait;
 use herald_core::auth::{ApiKey, KeyHash};
+use herald_core::flow::Circuit;
 use std::time::Duration;
 
 use herald_core::id::{
@@ -11,8 +12,8 @@ use herald_core::id::{
 use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest, Requeue,
-    StoreBackend, StoreError,
+    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
+    Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
@@ -56,12 +57,13 @@ fn write_target(
 ) -> Result<usize, StoreError> {
     let sql = if insert {
         "INSERT INTO targets (url, description, secret, headers, rate_limit_per_second, max_in_flight, \
-         timeout_ms, active, created_at, updated_at, id, tenant_id, previous_secret, previous_secret_expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+         timeout_ms, active, created_at, updated_at, id, tenant_id, previous_secret, previous_secret_expires_at, \
+         disabled_reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
     } else {
         "UPDATE targets SET url = ?1, description = ?2, secret = ?3, headers = ?4, rate_limit_per_second = ?5, \
          max_in_flight = ?6, timeout_ms = ?7, active = ?8, created_at = ?9, updated_at = ?10, \
-         previous_secret = ?13, previous_secret_expires_at = ?14 WHERE id = ?11 AND tenant_id = ?12"
+         previous_secret = ?13, previous_secret_expires_at = ?14, disabled_reason = ?15 \
+         WHERE id = ?11 AND tenant_id = ?12"
     };
     execute(
         connection,
@@ -84,6 +86,7 @@ fn write_target(
                 .previous_secret
                 .as_ref()
                 .map(|p| p.expires_at.as_millis()),
+            target.disabled_reason,
         ],
     )
 }
@@ -181,12 +184,14 @@ impl StoreBackend for SqliteStore {
             .write(move |c| {
                 execute(
                     c,
-                    "INSERT INTO tenants (id, name, created_at, updated_at) VALUES (?1, ?2, ?3, ?4)",
+                    "INSERT INTO tenants (id, name, created_at, updated_at, ingest_rate_limit) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
                         tenant.id.as_str(),
                         tenant.name.as_str(),
                         tenant.created_at.as_millis(),
-                        tenant.updated_at.as_millis()
+                        tenant.updated_at.as_millis(),
+                        tenant.ingest_rate_limit.map(|r| r.per_second()),
                     ],
                 )?;
                 insert_api_key(c, &key)
@@ -225,11 +230,12 @@ impl StoreBackend for SqliteStore {
             .write(move |c| {
                 execute(
                     c,
-                    "UPDATE tenants SET name = ?1, updated_at = ?2 WHERE id = ?3",
+                    "UPDATE tenants SET name = ?1, updated_at = ?2, ingest_rate_limit = ?4 WHERE id = ?3",
                     params![
                         tenant.name.as_str(),
                         tenant.updated_at.as_millis(),
-                        tenant.id.as_str()
+                        tenant.id.as_str(),
+                        tenant.ingest_rate_limit.map(|r| r.per_second()),
                     ],
                 )
                 .map(|n| n > 0)
@@ -326,6 +332,35 @@ impl StoreBackend for SqliteStore {
 
     async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
         self.delete_owned("targets", tenant, id.to_string()).await
+    }
+
+    async fn disable_target(
+        &self,
+        id: &TargetId,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (id, reason) = (id.clone(), reason.to_owned());
+        self.writer
+            .write(move |c| queue::disable_target(c, &id, &reason, now))
+            .await
+    }
+
+    async fn target_circuit(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<Option<Circuit>, StoreError> {
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.readers
+            .read(move |c| queue::target_circuit(c, &tenant, &id))
+            .await
+    }
+
+    async fn save_circuits(&self, circuits: Vec<(TargetId, Circuit)>) -> Result<(), StoreError> {
+        self.writer
+            .write(move |c| queue::save_circuits(c, &circuits))
+            .await
     }
 
     async fn insert_filter(&self, filter: &Filter) -> Result<(), StoreError> {
@@ -513,14 +548,18 @@ impl StoreBackend for SqliteStore {
             .await
     }
 
-    async fn claim_due(
+    async fn waiting_targets(&self) -> Result<Vec<WaitingTarget>, StoreError> {
+        self.readers.read(queue::waiting_targets).await
+    }
+
+    async fn claim(
         &self,
+        requests: Vec<ClaimRequest>,
         now: Timestamp,
-        limit: u32,
         lease: Duration,
     ) -> Result<Vec<Claim>, StoreError> {
         self.writer
-            .write(move |c| queue::claim_due(c, now, limit, lease))
+            .write(move |c| queue::claim(c, &requests, now, lease))
             .await
     }
 
@@ -534,13 +573,15 @@ impl StoreBackend for SqliteStore {
             .await
     }
 
-    async fn next_due(&self) -> Result<Option<Timestamp>, StoreError> {
-        self.readers.read(queue::next_due).await
+    async fn recover_expired_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| queue::release_leases(c, now, true))
+            .await
     }
 
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.writer
-            .write(move |c| queue::release_all_leases(c, now))
+            .write(move |c| queue::release_leases(c, now, false))
             .await
     }
 }

@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event, FilterPatterns};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest, Requeue,
-    StoreError,
+    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
+    Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -18,7 +19,8 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use super::error::translate;
 use super::rows::{
-    self, ATTEMPT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS, execute,
+    self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
+    execute,
 };
 
 /// `?, ?, ?` for `count` parameters.
@@ -273,36 +275,148 @@ pub(super) fn requeue(
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
 }
 
-pub(super) fn claim_due(
+/// Target columns qualified with the `t.` alias, for joins.
+fn qualified_target_columns() -> String {
+    TARGET_COLUMNS
+        .split(',')
+        .map(|column| format!("t.{}", column.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The smallest target id above `?` with a pending delivery in one lane: with the
+/// lane's index, one seek per target however many deliveries wait (a loose index scan).
+fn next_waiting_target(lane: &str) -> String {
+    format!("SELECT MIN(target_id) FROM deliveries WHERE status = 'pending' AND {lane}")
+}
+
+pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarget>, StoreError> {
+    let first = "attempts = 0";
+    let retry = "attempts > 0";
+    let sql = format!(
+        "WITH RECURSIVE \
+           first_lane(target_id) AS ( \
+             SELECT ({first_next}) \
+             UNION ALL SELECT ({first_next} AND target_id > first_lane.target_id) FROM first_lane \
+             WHERE first_lane.target_id IS NOT NULL), \
+           retry_lane(target_id) AS ( \
+             SELECT ({retry_next}) \
+             UNION ALL SELECT ({retry_next} AND target_id > retry_lane.target_id) FROM retry_lane \
+             WHERE retry_lane.target_id IS NOT NULL), \
+           waiting(target_id) AS ( \
+             SELECT target_id FROM first_lane WHERE target_id IS NOT NULL \
+             UNION SELECT target_id FROM retry_lane WHERE target_id IS NOT NULL) \
+         SELECT {columns}, \
+           (SELECT MIN(next_attempt_at) FROM deliveries d \
+             WHERE d.status = 'pending' AND d.{first} AND d.target_id = w.target_id), \
+           (SELECT MIN(next_attempt_at) FROM deliveries d \
+             WHERE d.status = 'pending' AND d.{retry} AND d.target_id = w.target_id), \
+           {circuit} \
+         FROM waiting w JOIN targets t ON t.id = w.target_id LEFT JOIN circuits c ON c.target_id = t.id \
+         WHERE t.active = 1",
+        first_next = next_waiting_target(first),
+        retry_next = next_waiting_target(retry),
+        columns = qualified_target_columns(),
+        circuit = CIRCUIT_COLUMNS
+            .split(',')
+            .map(|column| format!("c.{}", column.trim()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    rows::all(connection, &sql, [], waiting_target)
+}
+
+fn waiting_target(row: &rusqlite::Row<'_>) -> rusqlite::Result<WaitingTarget> {
+    let width = TARGET_COLUMNS.split(',').count();
+    let due = |index: usize| {
+        row.get::<_, Option<i64>>(index)
+            .map(|due| due.map(Timestamp::from_millis))
+    };
+    Ok(WaitingTarget {
+        target: rows::target(row)?,
+        first_due: due(width)?,
+        retry_due: due(width + 1)?,
+        circuit: rows::circuit(row, width + 2)?,
+    })
+}
+
+pub(super) fn claim(
     connection: &Connection,
+    requests: &[ClaimRequest],
     now: Timestamp,
-    limit: u32,
     lease: Duration,
 ) -> Result<Vec<Claim>, StoreError> {
-    let now_ms = now.as_millis();
+    let mut claimed = Vec::new();
+    for request in requests {
+        if !target_is_active(connection, &request.target_id)? {
+            continue;
+        }
+        for (lane, limit) in [
+            ("attempts = 0", request.first_attempts),
+            ("attempts > 0", request.retries),
+        ] {
+            if limit > 0 {
+                claim_lane(
+                    connection,
+                    &request.target_id,
+                    lane,
+                    limit,
+                    now,
+                    lease,
+                    &mut claimed,
+                )?;
+            }
+        }
+    }
+    attach_events_and_targets(connection, claimed, now)
+}
+
+fn target_is_active(connection: &Connection, target: &TargetId) -> Result<bool, StoreError> {
+    Ok(rows::optional(
+        connection,
+        "SELECT active FROM targets WHERE id = ?1",
+        [target.as_str()],
+        |row| row.get::<_, bool>(0),
+    )?
+    .unwrap_or(false))
+}
+
+/// Claims up to `limit` due deliveries of one lane of one target into `claimed`.
+fn claim_lane(
+    connection: &Connection,
+    target: &TargetId,
+    lane: &str,
+    limit: u32,
+    now: Timestamp,
+    lease: Duration,
+    claimed: &mut Vec<(Delivery, i64)>,
+) -> Result<(), StoreError> {
     let sql = format!(
         "UPDATE deliveries SET status = 'delivering', lease_token = lease_token + 1, lease_expires_at = ?1, \
          updated_at = ?2 WHERE id IN ( \
-           SELECT id FROM (SELECT id FROM deliveries \
-                           WHERE status = 'delivering' AND lease_expires_at <= ?2 ORDER BY lease_expires_at LIMIT ?3) \
-           UNION ALL \
-           SELECT id FROM (SELECT id FROM deliveries \
-                           WHERE status = 'pending' AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?3) \
-           LIMIT ?3) \
+           SELECT id FROM deliveries WHERE status = 'pending' AND {lane} AND target_id = ?3 \
+           AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?4) \
          RETURNING {DELIVERY_COLUMNS}, lease_token"
     );
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
     // Each row is decoded on its own: a row that no longer decodes (a bug, a manual
     // edit) is set aside as dead instead of failing every claim after it.
     let rows = statement
-        .query_map(params![now.plus(lease).as_millis(), now_ms, limit], |row| {
-            let decoded = rows::delivery(row).and_then(|d| Ok((d, row.get::<_, i64>(14)?)));
-            Ok((row.get::<_, String>(0)?, decoded))
-        })
+        .query_map(
+            params![
+                now.plus(lease).as_millis(),
+                now.as_millis(),
+                target.as_str(),
+                limit
+            ],
+            |row| {
+                let decoded = rows::delivery(row).and_then(|d| Ok((d, row.get::<_, i64>(14)?)));
+                Ok((row.get::<_, String>(0)?, decoded))
+            },
+        )
         .map_err(translate)?
         .collect::<Result<Vec<_>, _>>()
         .map_err(translate)?;
-    let mut claimed = Vec::with_capacity(rows.len());
     for (id, decoded) in rows {
         match decoded {
             Ok(claim) => claimed.push(claim),
@@ -314,6 +428,15 @@ pub(super) fn claim_due(
             )?,
         }
     }
+    Ok(())
+}
+
+/// Completes claimed deliveries with their events and targets, each read once.
+fn attach_events_and_targets(
+    connection: &Connection,
+    claimed: Vec<(Delivery, i64)>,
+    now: Timestamp,
+) -> Result<Vec<Claim>, StoreError> {
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
@@ -471,26 +594,79 @@ fn insert_attempt(connection: &Connection, attempt: &Attempt) -> Result<(), Stor
     .map(drop)
 }
 
-pub(super) fn next_due(connection: &Connection) -> Result<Option<Timestamp>, StoreError> {
-    connection
-        .prepare_cached(
-            "SELECT MIN(due) FROM (SELECT MIN(next_attempt_at) AS due FROM deliveries WHERE status = 'pending' \
-             UNION ALL SELECT MIN(lease_expires_at) FROM deliveries WHERE status = 'delivering')",
-        )
-        .and_then(|mut s| s.query_row([], |row| row.get::<_, Option<i64>>(0)))
-        .map(|due| due.map(Timestamp::from_millis))
-        .map_err(translate)
-}
-
-pub(super) fn release_all_leases(
+/// Puts leased deliveries back in their lanes, due now at the latest: every lease
+/// (`only_expired` false) or those that expired by `now`.
+pub(super) fn release_leases(
     connection: &Connection,
     now: Timestamp,
+    only_expired: bool,
 ) -> Result<u64, StoreError> {
+    let sql = if only_expired {
+        "UPDATE deliveries SET status = 'pending', lease_expires_at = NULL, \
+         next_attempt_at = MIN(next_attempt_at, ?1), updated_at = ?1 \
+         WHERE status = 'delivering' AND lease_expires_at <= ?1"
+    } else {
+        "UPDATE deliveries SET status = 'pending', lease_expires_at = NULL, \
+         next_attempt_at = MIN(next_attempt_at, ?1), updated_at = ?1 WHERE status = 'delivering'"
+    };
+    let changed = execute(connection, sql, [now.as_millis()])?;
+    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+pub(super) fn disable_target(
+    connection: &Connection,
+    target: &TargetId,
+    reason: &str,
+    now: Timestamp,
+) -> Result<bool, StoreError> {
     let changed = execute(
         connection,
-        "UPDATE deliveries SET status = 'pending', lease_expires_at = NULL, next_attempt_at = MIN(next_attempt_at, ?1), \
-         updated_at = ?1 WHERE status = 'delivering'",
-        [now.as_millis()],
+        "UPDATE targets SET active = 0, disabled_reason = ?2, updated_at = ?3 WHERE id = ?1 AND active = 1",
+        params![target.as_str(), reason, now.as_millis()],
     )?;
-    Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+    Ok(changed > 0)
+}
+
+pub(super) fn target_circuit(
+    connection: &Connection,
+    tenant: &TenantId,
+    target: &TargetId,
+) -> Result<Option<Circuit>, StoreError> {
+    let sql = format!(
+        "SELECT {CIRCUIT_COLUMNS} FROM circuits WHERE target_id = ?1 \
+         AND EXISTS (SELECT 1 FROM targets WHERE id = ?1 AND tenant_id = ?2)"
+    );
+    Ok(rows::optional(
+        connection,
+        &sql,
+        [target.as_str(), tenant.as_str()],
+        |row| rows::circuit(row, 0),
+    )?
+    .flatten())
+}
+
+pub(super) fn save_circuits(
+    connection: &Connection,
+    circuits: &[(TargetId, Circuit)],
+) -> Result<(), StoreError> {
+    for (target, circuit) in circuits {
+        // A target deleted meanwhile has no circuit to keep.
+        execute(
+            connection,
+            "INSERT INTO circuits (target_id, state, since, consecutive_failures, next_probe_at, opens) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM targets WHERE id = ?1) \
+             ON CONFLICT (target_id) DO UPDATE SET state = excluded.state, since = excluded.since, \
+             consecutive_failures = excluded.consecutive_failures, next_probe_at = excluded.next_probe_at, \
+             opens = excluded.opens",
+            params![
+                target.as_str(),
+                circuit.state.as_str(),
+                circuit.since.as_millis(),
+                circuit.consecutive_failures,
+                circuit.next_probe_at.map(Timestamp::as_millis),
+                circuit.opens,
+            ],
+        )?;
+    }
+    Ok(())
 }

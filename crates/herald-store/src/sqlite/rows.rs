@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use herald_core::auth::{ApiKey, KeyHash};
 use herald_core::filter::EventType;
+use herald_core::flow::{Circuit, CircuitState};
 use herald_core::id::{
     ApiKeyId, AttemptId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId,
 };
@@ -26,13 +27,15 @@ use rusqlite::{Connection, Params, Row};
 use super::error::translate;
 
 /// Columns read by [`tenant`], in order.
-pub(super) const TENANT_COLUMNS: &str = "id, name, created_at, updated_at";
+pub(super) const TENANT_COLUMNS: &str = "id, name, created_at, updated_at, ingest_rate_limit";
 /// Columns read by [`api_key`], in order.
 pub(super) const API_KEY_COLUMNS: &str = "id, tenant_id, key_hash, visible_prefix, created_at";
 /// Columns read by [`target`], in order.
 pub(super) const TARGET_COLUMNS: &str = "id, tenant_id, url, description, secret, headers, \
      rate_limit_per_second, max_in_flight, timeout_ms, active, created_at, updated_at, previous_secret, \
-     previous_secret_expires_at";
+     previous_secret_expires_at, disabled_reason";
+/// Columns read by [`circuit`], in order.
+pub(super) const CIRCUIT_COLUMNS: &str = "state, since, consecutive_failures, next_probe_at, opens";
 /// Columns read by [`event`], in order.
 pub(super) const EVENT_COLUMNS: &str =
     "id, tenant_id, event_type, content_type, payload, idempotency_key, created_at";
@@ -55,7 +58,37 @@ pub(super) fn tenant(row: &Row<'_>) -> rusqlite::Result<Tenant> {
         name: valid(1, TenantName::parse(&row.get::<_, String>(1)?, "name"))?,
         created_at: timestamp(row, 2)?,
         updated_at: timestamp(row, 3)?,
+        ingest_rate_limit: rate_limit(row, 4, "ingest_rate_limit")?,
     })
+}
+
+fn rate_limit(row: &Row<'_>, index: usize, field: &str) -> rusqlite::Result<Option<RateLimit>> {
+    row.get::<_, Option<f64>>(index)?
+        .map(|rate| valid(index, RateLimit::parse(rate, field)))
+        .transpose()
+}
+
+/// A circuit read from [`CIRCUIT_COLUMNS`] starting at `start`; `None` when the row
+/// has none (a `LEFT JOIN` that found nothing).
+pub(super) fn circuit(row: &Row<'_>, start: usize) -> rusqlite::Result<Option<Circuit>> {
+    let Some(state) = row.get::<_, Option<String>>(start)? else {
+        return Ok(None);
+    };
+    let state = CircuitState::parse(&state).ok_or_else(|| {
+        invalid(
+            start,
+            ValidationError::new("state", format!("unknown circuit state {state:?}")),
+        )
+    })?;
+    Ok(Some(Circuit {
+        state,
+        since: timestamp(row, start + 1)?,
+        consecutive_failures: row.get(start + 2)?,
+        next_probe_at: row
+            .get::<_, Option<i64>>(start + 3)?
+            .map(Timestamp::from_millis),
+        opens: row.get(start + 4)?,
+    }))
 }
 
 pub(super) fn api_key(row: &Row<'_>) -> rusqlite::Result<ApiKey> {
@@ -81,16 +114,14 @@ pub(super) fn target(row: &Row<'_>) -> rusqlite::Result<Target> {
         description: description(row, 3)?,
         secret: valid(4, TargetSecret::parse(&row.get::<_, String>(4)?, "secret"))?,
         headers: valid(5, CustomHeaders::parse(headers, "headers"))?,
-        rate_limit: row
-            .get::<_, Option<f64>>(6)?
-            .map(|rate| valid(6, RateLimit::parse(rate, "rate_limit_per_second")))
-            .transpose()?,
+        rate_limit: rate_limit(row, 6, "rate_limit_per_second")?,
         max_in_flight: valid(7, MaxInFlight::parse(row.get(7)?, "max_in_flight"))?,
         timeout: valid(8, Timeout::parse_millis(row.get(8)?, "timeout_ms"))?,
         active: row.get(9)?,
         created_at: timestamp(row, 10)?,
         updated_at: timestamp(row, 11)?,
         previous_secret: previous_secret(row, 12)?,
+        disabled_reason: row.get(14)?,
     })
 }
 

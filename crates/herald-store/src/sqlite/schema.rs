@@ -112,6 +112,23 @@ const MIGRATIONS: &[&str] = &[
         response_body     TEXT
     ) STRICT;
     CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);",
+    // 3: flow control: per-target lanes of the queue, circuits, 410-disabled targets,
+    // per-tenant ingest limits.
+    "ALTER TABLE targets ADD COLUMN disabled_reason TEXT;
+    ALTER TABLE tenants ADD COLUMN ingest_rate_limit REAL;
+    CREATE TABLE circuits (
+        target_id             TEXT PRIMARY KEY REFERENCES targets(id) ON DELETE CASCADE,
+        state                 TEXT NOT NULL,
+        since                 INTEGER NOT NULL,
+        consecutive_failures  INTEGER NOT NULL,
+        next_probe_at         INTEGER,
+        opens                 INTEGER NOT NULL
+    ) STRICT;
+    DROP INDEX deliveries_due;
+    CREATE INDEX deliveries_first_due ON deliveries(target_id, next_attempt_at)
+        WHERE status = 'pending' AND attempts = 0;
+    CREATE INDEX deliveries_retry_due ON deliveries(target_id, next_attempt_at)
+        WHERE status = 'pending' AND attempts > 0;",
 ];
 
 /// The schema version this binary writes.

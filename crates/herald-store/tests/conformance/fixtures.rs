@@ -21,6 +21,7 @@ pub async fn tenant(store: &Store, name: &str) -> (Tenant, String) {
     let tenant = Tenant {
         id: TenantId::generate(),
         name: TenantName::parse(name, "name").expect("valid name"),
+        ingest_rate_limit: Some(RateLimit::parse(250.0, "rate").expect("valid rate")),
         created_at: now,
         updated_at: now,
     };
@@ -57,6 +58,7 @@ pub fn target(tenant: &TenantId) -> Target {
         max_in_flight: MaxInFlight::parse(7, "max").expect("valid max"),
         timeout: Timeout::parse_millis(2_500, "timeout").expect("valid timeout"),
         active: true,
+        disabled_reason: None,
         created_at: now,
         updated_at: now,
     }

@@ -61,4 +61,7 @@ conformance!(
     deliveries_list_by_status_target_and_type,
     requeue_and_redrive,
     releasing_leases_makes_in_flight_work_due,
+    claims_take_what_each_lane_of_each_target_is_asked,
+    disabled_targets_keep_their_deliveries_waiting,
+    circuits_are_saved_per_target,
 );

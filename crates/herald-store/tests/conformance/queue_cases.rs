@@ -4,10 +4,13 @@
 use std::time::Duration;
 
 use herald_core::filter::EventType;
+use herald_core::flow::{Circuit, CircuitPolicy};
 use herald_core::id::AttemptId;
 use herald_core::model::{Attempt, DeliveryStatus, Target};
 use herald_core::outcome::Verdict;
-use herald_core::store::{DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue, Store};
+use herald_core::store::{
+    Claim, ClaimRequest, DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue, Store,
+};
 use herald_core::time::Timestamp;
 
 use crate::backends::Backend;
@@ -40,6 +43,25 @@ async fn setup(
     (acme.id, routes)
 }
 
+/// Claims up to `limit` per lane from each of the routes' targets.
+async fn claim_due(
+    store: &Store,
+    routes: &[(Target, herald_core::id::SubscriptionId)],
+    now: Timestamp,
+    limit: u32,
+    lease: Duration,
+) -> Result<Vec<Claim>, herald_core::store::StoreError> {
+    let requests = routes
+        .iter()
+        .map(|(target, _)| ClaimRequest {
+            target_id: target.id.clone(),
+            first_attempts: limit,
+            retries: limit,
+        })
+        .collect();
+    store.claim(requests, now, lease).await
+}
+
 fn outcome(
     claim: &herald_core::store::Claim,
     status: DeliveryStatus,
@@ -49,6 +71,7 @@ fn outcome(
     let delivery = &claim.delivery;
     OutcomeRecord {
         delivery_id: delivery.id.clone(),
+        target_id: delivery.target_id.clone(),
         lease_token: claim.lease_token,
         attempt: Attempt {
             id: AttemptId::generate(),
@@ -194,7 +217,7 @@ pub async fn claims_take_due_deliveries_once(backend: Backend) {
     later.deliveries[0].next_attempt_at = at(60_000);
     store.insert_events(vec![due.clone(), later]).await.unwrap();
 
-    let claims = store.claim_due(at(10), 10, LEASE).await.unwrap();
+    let claims = claim_due(store, &routes, at(10), 10, LEASE).await.unwrap();
     assert_eq!(claims.len(), 3);
     for claim in &claims {
         assert_eq!(claim.delivery.status, DeliveryStatus::Delivering);
@@ -206,11 +229,21 @@ pub async fn claims_take_due_deliveries_once(backend: Backend) {
         );
     }
     assert!(
-        store.claim_due(at(20), 10, LEASE).await.unwrap().is_empty(),
+        claim_due(store, &routes, at(20), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
         "leased deliveries are not claimed twice"
     );
-    assert_eq!(store.next_due().await.unwrap(), Some(at(60_000)));
-    let limited = store.claim_due(at(60_000), 1, LEASE).await.unwrap();
+    let waiting = store.waiting_targets().await.unwrap();
+    let first_target = waiting
+        .iter()
+        .find(|w| w.target.id == routes[0].0.id)
+        .expect("still has a delivery waiting");
+    assert_eq!(first_target.first_due, Some(at(60_000)));
+    let limited = claim_due(store, &routes, at(60_000), 1, LEASE)
+        .await
+        .unwrap();
     assert_eq!(limited.len(), 1);
 }
 
@@ -226,13 +259,26 @@ pub async fn an_expired_lease_is_taken_over_and_fences_the_old_claim(backend: Ba
     );
     store.insert_events(vec![record]).await.unwrap();
 
-    let old = store
-        .claim_due(at(0), 10, Duration::from_millis(100))
+    let old = claim_due(store, &routes, at(0), 10, Duration::from_millis(100))
         .await
         .unwrap()
         .remove(0);
-    assert!(store.claim_due(at(50), 10, LEASE).await.unwrap().is_empty());
-    let new = store.claim_due(at(150), 10, LEASE).await.unwrap().remove(0);
+    assert!(
+        claim_due(store, &routes, at(50), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.recover_expired_leases(at(50)).await.unwrap(),
+        0,
+        "not expired yet"
+    );
+    assert_eq!(store.recover_expired_leases(at(150)).await.unwrap(), 1);
+    let new = claim_due(store, &routes, at(150), 10, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
     assert_eq!(new.delivery.id, old.delivery.id);
     assert!(new.lease_token > old.lease_token);
 
@@ -271,7 +317,10 @@ pub async fn outcomes_update_the_delivery_and_log_attempts(backend: Backend) {
     );
     store.insert_events(vec![record.clone()]).await.unwrap();
 
-    let first = store.claim_due(at(0), 1, LEASE).await.unwrap().remove(0);
+    let first = claim_due(store, &routes, at(0), 1, LEASE)
+        .await
+        .unwrap()
+        .remove(0);
     let failed = outcome(&first, DeliveryStatus::Pending, at(5_000), 503);
     let logged = failed.attempt.clone();
     assert_eq!(
@@ -291,16 +340,14 @@ pub async fn outcomes_update_the_delivery_and_log_attempts(backend: Backend) {
     assert_eq!(delivery.last_status_code, Some(503));
     assert_eq!(delivery.last_error.as_deref(), Some("HTTP 503"));
     assert!(
-        store
-            .claim_due(at(4_999), 1, LEASE)
+        claim_due(store, &routes, at(4_999), 1, LEASE)
             .await
             .unwrap()
             .is_empty(),
         "not due before its retry time"
     );
 
-    let second = store
-        .claim_due(at(5_000), 1, LEASE)
+    let second = claim_due(store, &routes, at(5_000), 1, LEASE)
         .await
         .unwrap()
         .remove(0);
@@ -319,7 +366,10 @@ pub async fn outcomes_update_the_delivery_and_log_attempts(backend: Backend) {
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[0], logged);
     assert_eq!(attempts[1].number, 2);
-    assert_eq!(store.next_due().await.unwrap(), None, "nothing left to do");
+    assert!(
+        store.waiting_targets().await.unwrap().is_empty(),
+        "nothing left to do"
+    );
 }
 
 pub async fn deliveries_list_by_status_target_and_type(backend: Backend) {
@@ -387,7 +437,7 @@ pub async fn requeue_and_redrive(backend: Backend) {
         .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
         .await
         .unwrap();
-    let claims = store.claim_due(at(0), 10, LEASE).await.unwrap();
+    let claims = claim_due(store, &routes, at(0), 10, LEASE).await.unwrap();
     let deaths: Vec<_> = claims
         .iter()
         .map(|c| outcome(c, DeliveryStatus::Dead, at(10), 500))
@@ -405,7 +455,7 @@ pub async fn requeue_and_redrive(backend: Backend) {
             .unwrap(),
         1
     );
-    let redriven = store.claim_due(at(100), 10, LEASE).await.unwrap();
+    let redriven = claim_due(store, &routes, at(100), 10, LEASE).await.unwrap();
     assert_eq!(redriven.len(), 1);
     assert_eq!(redriven[0].delivery.target_id, routes[0].0.id);
     assert_eq!(
@@ -452,8 +502,196 @@ pub async fn releasing_leases_makes_in_flight_work_due(backend: Backend) {
         .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
         .await
         .unwrap();
-    assert_eq!(store.claim_due(at(0), 10, LEASE).await.unwrap().len(), 2);
+    assert_eq!(
+        claim_due(store, &routes, at(0), 10, LEASE)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     assert_eq!(store.release_all_leases(at(5)).await.unwrap(), 2);
-    let again = store.claim_due(at(5), 10, LEASE).await.unwrap();
+    let again = claim_due(store, &routes, at(5), 10, LEASE).await.unwrap();
     assert_eq!(again.len(), 2, "claimable at once, not after the lease");
+}
+
+pub async fn claims_take_what_each_lane_of_each_target_is_asked(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    for n in 0..5 {
+        store
+            .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(n))])
+            .await
+            .unwrap();
+    }
+    // Two of the first target's deliveries fail once: they move to the retry lane.
+    let first_two = store
+        .claim(
+            vec![ClaimRequest {
+                target_id: routes[0].0.id.clone(),
+                first_attempts: 2,
+                retries: 0,
+            }],
+            at(10),
+            LEASE,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first_two.len(), 2);
+    let failures = first_two
+        .iter()
+        .map(|c| outcome(c, DeliveryStatus::Pending, at(20), 500))
+        .collect();
+    store.record_outcomes(failures, at(15)).await.unwrap();
+
+    let waiting = store.waiting_targets().await.unwrap();
+    let lanes = |id: &herald_core::id::TargetId| {
+        let w = waiting
+            .iter()
+            .find(|w| w.target.id == *id)
+            .expect("waiting");
+        (w.first_due, w.retry_due)
+    };
+    assert_eq!(lanes(&routes[0].0.id), (Some(at(2)), Some(at(20))));
+    assert_eq!(lanes(&routes[1].0.id), (Some(at(0)), None));
+
+    let request = |first_attempts, retries| ClaimRequest {
+        target_id: routes[0].0.id.clone(),
+        first_attempts,
+        retries,
+    };
+    assert!(
+        store
+            .claim(vec![request(0, 5)], at(19), LEASE)
+            .await
+            .unwrap()
+            .is_empty(),
+        "retries are not due before their time"
+    );
+    let claimed = store
+        .claim(vec![request(1, 1)], at(20), LEASE)
+        .await
+        .unwrap();
+    let attempts: Vec<u32> = claimed.iter().map(|c| c.delivery.attempts).collect();
+    assert_eq!(attempts, vec![0, 1], "one from each lane, as asked");
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.delivery.target_id == routes[0].0.id),
+        "nothing from a target that was not asked"
+    );
+    assert_eq!(
+        claimed[0].delivery.next_attempt_at,
+        at(2),
+        "earliest due first"
+    );
+}
+
+pub async fn disabled_targets_keep_their_deliveries_waiting(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    store
+        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
+        .await
+        .unwrap();
+    let gone = &routes[0].0.id;
+    assert!(
+        store
+            .disable_target(gone, "HTTP 410 Gone", at(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.disable_target(gone, "again", at(6)).await.unwrap(),
+        "already disabled"
+    );
+    let stored = store.get_target(&acme, gone).await.unwrap().expect("kept");
+    assert!(!stored.active);
+    assert_eq!(stored.disabled_reason.as_deref(), Some("HTTP 410 Gone"));
+    let waiting: Vec<_> = store
+        .waiting_targets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.target.id)
+        .collect();
+    assert_eq!(waiting, vec![routes[1].0.id.clone()]);
+    assert_eq!(
+        claim_due(store, &routes, at(10), 10, LEASE)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "nothing is claimed for a disabled target"
+    );
+
+    let mut enabled = stored.clone();
+    enabled.active = true;
+    enabled.disabled_reason = None;
+    assert!(store.update_target(&enabled).await.unwrap());
+    let resumed = claim_due(store, &routes, at(20), 10, LEASE).await.unwrap();
+    assert_eq!(resumed.len(), 1);
+    assert_eq!(resumed[0].delivery.target_id, *gone);
+}
+
+pub async fn circuits_are_saved_per_target(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let (other, _) = tenant(store, "Other").await;
+    let target = &routes[0].0.id;
+    assert_eq!(store.target_circuit(&acme, target).await.unwrap(), None);
+    let mut circuit = Circuit::closed(at(0));
+    let policy = CircuitPolicy {
+        failures: 1,
+        cooldown: Duration::from_secs(30),
+        max_cooldown: Duration::from_secs(60),
+    };
+    circuit.record_failure(at(10), &policy);
+    let doomed = stored_target(store, &acme).await;
+    store
+        .save_circuits(vec![
+            (target.clone(), circuit),
+            (doomed.id.clone(), circuit),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.target_circuit(&acme, target).await.unwrap(),
+        Some(circuit)
+    );
+    assert_eq!(
+        store.target_circuit(&other.id, target).await.unwrap(),
+        None,
+        "another tenant's target"
+    );
+    assert!(store.delete_target(&acme, &doomed.id).await.unwrap());
+    circuit.record_success(at(40));
+    store
+        .save_circuits(vec![
+            (target.clone(), circuit),
+            (doomed.id.clone(), circuit),
+        ])
+        .await
+        .expect("a deleted target's circuit is skipped, not an error");
+    assert_eq!(
+        store.target_circuit(&acme, target).await.unwrap(),
+        Some(circuit)
+    );
+
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    store
+        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
+        .await
+        .unwrap();
+    let waiting = store.waiting_targets().await.unwrap();
+    let circuit_of = |id: &herald_core::id::TargetId| {
+        waiting
+            .iter()
+            .find(|w| w.target.id == *id)
+            .expect("waiting")
+            .circuit
+    };
+    assert_eq!(circuit_of(target), Some(circuit));
+    assert_eq!(circuit_of(&routes[1].0.id), None, "never saved");
 }

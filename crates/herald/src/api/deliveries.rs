@@ -258,7 +258,7 @@ pub async fn retry_delivery(
         .management
         .retry_delivery(&tenant, &delivery_id(&id)?)
         .await?;
-    state.wake.notify_one();
+    state.hints.rescan();
     Ok((StatusCode::ACCEPTED, Json(delivery_out(delivery))))
 }
 
@@ -275,7 +275,7 @@ pub async fn redrive(
     selection.created_until = timestamp(input.until.as_deref(), "until")?;
     let requeued = state.management.redrive(&tenant, selection).await?;
     if requeued > 0 {
-        state.wake.notify_one();
+        state.hints.rescan();
     }
     Ok(Json(RedriveOut { requeued }))
 }

@@ -17,6 +17,32 @@ use utoipa::ToSchema;
 /// The media type of every error body.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
+/// The state of a rate limit, as the `RateLimit-*` headers (IETF httpapi draft) say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests (events) allowed per second.
+    pub limit: u64,
+    /// How many could be sent right now.
+    pub remaining: u64,
+    /// Seconds until the quota is whole again.
+    pub reset_secs: u64,
+    /// Seconds to wait before the refused request would pass.
+    pub retry_after_secs: u64,
+}
+
+impl Quota {
+    /// Adds `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`.
+    pub fn write_headers(&self, headers: &mut axum::http::HeaderMap) {
+        for (name, value) in [
+            ("ratelimit-limit", self.limit),
+            ("ratelimit-remaining", self.remaining),
+            ("ratelimit-reset", self.reset_secs),
+        ] {
+            headers.insert(name, HeaderValue::from(value));
+        }
+    }
+}
+
 /// An RFC 9457 problem document.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
@@ -76,6 +102,14 @@ pub enum ApiError {
     #[error("{0}")]
     InvalidQuery(String),
     /// The store cannot be reached or is not ready.
+    /// The tenant is over its ingest rate limit; nothing of the request was accepted.
+    #[error("{detail}")]
+    RateLimited {
+        /// What happened, for the client.
+        detail: String,
+        /// The limit's state, for the `RateLimit-*` and `Retry-After` headers.
+        quota: Quota,
+    },
     #[error("the store is not available")]
     Unavailable(#[source] StoreError),
     /// A bug or an unexpected failure.
@@ -142,6 +176,11 @@ impl ApiError {
                 "invalid-query",
                 "A query parameter is not valid",
             ),
+            Self::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "Too many events",
+            ),
             Self::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -190,6 +229,13 @@ impl IntoResponse for ApiError {
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::RateLimited { quota, .. } = &self {
+            quota.write_headers(headers);
+            headers.insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(quota.retry_after_secs),
+            );
         }
         response
     }

@@ -14,6 +14,7 @@ use herald_core::filter::EventType;
 use herald_core::id::EventId;
 use herald_core::model::{ContentType, Event, IdempotencyKey, NewEvent};
 use herald_core::service::Published;
+use herald_core::time::Timestamp;
 use herald_core::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -22,7 +23,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::TenantAccess;
 use super::deliveries::{DeliveryOut, delivery_out};
-use super::error::ApiError;
+use super::error::{ApiError, Quota};
 use super::wire::{path_id, rfc3339};
 
 /// Most events in one batch.
@@ -159,36 +160,54 @@ fn envelope(input: &EventIn<'_>, state: &AppState) -> Result<NewEvent, ApiError>
     })
 }
 
+/// The `RateLimit-*` headers of an admitted publish (none when the tenant is unlimited).
+fn quota_headers(quota: Option<Quota>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(quota) = quota {
+        quota.write_headers(&mut headers);
+    }
+    headers
+}
+
+/// Publishes one event under the tenant's ingest limit.
 async fn publish_one(
     state: &AppState,
     tenant: &herald_core::id::TenantId,
     event: NewEvent,
-) -> Result<Published, ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<PublishedOut>), ApiError> {
+    let quota = state
+        .ingest_limits
+        .admit(&state.management, tenant, 1)
+        .await?;
     let published = state.management.publish(tenant, vec![event]).await?;
     let published = published
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("publish returned nothing".into()))?;
-    if !published.duplicate && published.deliveries > 0 {
-        state.wake.notify_one();
-    }
-    Ok(published)
+    state
+        .hints
+        .first_attempts(published.targets.iter().cloned(), Timestamp::now());
+    Ok((
+        status_of(&published),
+        quota_headers(quota),
+        Json(published_out(published)),
+    ))
 }
 
 /// Publish an event (JSON envelope).
 #[utoipa::path(post, path = "/v1/events", tag = "events", request_body = EventIn,
     responses((status = 202, description = "Accepted and durable", body = PublishedOut),
-        (status = 200, description = "A duplicate idempotency key: the original event", body = PublishedOut)))]
+        (status = 200, description = "A duplicate idempotency key: the original event", body = PublishedOut),
+        (status = 429, description = "Over the tenant's ingest limit; see `Retry-After`", body = super::error::Problem, content_type = "application/problem+json")))]
 pub async fn publish_event(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<PublishedOut>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<PublishedOut>), ApiError> {
     require_json(&headers)?;
     let input: EventIn<'_> = serde_json::from_slice(&body)?;
-    let published = publish_one(&state, &tenant, envelope(&input, &state)?).await?;
-    Ok((status_of(&published), Json(published_out(published))))
+    publish_one(&state, &tenant, envelope(&input, &state)?).await
 }
 
 /// Publish a raw event: the body is the payload, delivered with the request's Content-Type.
@@ -197,14 +216,15 @@ pub async fn publish_event(
         ("Idempotency-Key" = Option<String>, Header, description = "Deduplicates resubmissions per tenant")),
     request_body(content = Vec<u8>, content_type = "*/*", description = "Any bytes"),
     responses((status = 202, description = "Accepted and durable", body = PublishedOut),
-        (status = 200, description = "A duplicate idempotency key: the original event", body = PublishedOut)))]
+        (status = 200, description = "A duplicate idempotency key: the original event", body = PublishedOut),
+        (status = 429, description = "Over the tenant's ingest limit; see `Retry-After`", body = super::error::Problem, content_type = "application/problem+json")))]
 pub async fn publish_raw(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
     Path(event_type): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<(StatusCode, Json<PublishedOut>), ApiError> {
+) -> Result<(StatusCode, HeaderMap, Json<PublishedOut>), ApiError> {
     check_size(body.len(), &state)?;
     let header_text = |name: &str| -> Result<Option<&str>, ValidationError> {
         headers
@@ -222,19 +242,19 @@ pub async fn publish_raw(
         content_type: ContentType::parse(content_type, "Content-Type")?,
         idempotency_key: key(header_text("idempotency-key")?, "Idempotency-Key")?,
     };
-    let published = publish_one(&state, &tenant, event).await?;
-    Ok((status_of(&published), Json(published_out(published))))
+    publish_one(&state, &tenant, event).await
 }
 
 /// Publish up to 1,000 events; each is accepted or refused on its own.
 #[utoipa::path(post, path = "/v1/events/batch", tag = "events", request_body = BatchIn,
-    responses((status = 200, description = "One result per event, in order", body = BatchOut)))]
+    responses((status = 200, description = "One result per event, in order", body = BatchOut),
+        (status = 429, description = "The valid events are over the tenant's ingest limit; none was accepted", body = super::error::Problem, content_type = "application/problem+json")))]
 pub async fn publish_batch(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<BatchOut>, ApiError> {
+) -> Result<(HeaderMap, Json<BatchOut>), ApiError> {
     require_json(&headers)?;
     let batch: BatchIn<'_> = serde_json::from_slice(&body)?;
     if batch.events.len() > MAX_BATCH {
@@ -256,10 +276,21 @@ pub async fn publish_batch(
         .iter()
         .filter_map(|p| p.as_ref().ok().cloned())
         .collect();
-    let mut published = state.management.publish(&tenant, valid).await?.into_iter();
-    if published.len() > 0 {
-        state.wake.notify_one();
-    }
+    let count = u32::try_from(valid.len()).unwrap_or(u32::MAX);
+    let quota = if count > 0 {
+        state
+            .ingest_limits
+            .admit(&state.management, &tenant, count)
+            .await?
+    } else {
+        None
+    };
+    let published = state.management.publish(&tenant, valid).await?;
+    state.hints.first_attempts(
+        published.iter().flat_map(|p| p.targets.iter().cloned()),
+        Timestamp::now(),
+    );
+    let mut published = published.into_iter();
     let results = parsed
         .into_iter()
         .map(|item| match item {
@@ -276,7 +307,7 @@ pub async fn publish_batch(
             Err(error) => failed_item(error),
         })
         .collect();
-    Ok(Json(BatchOut { results }))
+    Ok((quota_headers(quota), Json(BatchOut { results })))
 }
 
 fn failed_item(error: ApiError) -> BatchItemOut {

@@ -13,6 +13,7 @@ mod events;
 mod extract;
 mod filters;
 mod health;
+mod ingest_limit;
 mod pagination;
 mod subscriptions;
 mod targets;
@@ -27,7 +28,9 @@ use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{Method, Uri};
 use herald_core::auth::KeyHash;
 use herald_core::service::Management;
-use tokio::sync::Notify;
+
+use crate::scheduler::Hints;
+pub use ingest_limit::IngestLimits;
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -47,9 +50,11 @@ pub struct AppState {
     /// SHA-256 of the admin token.
     pub admin_token: KeyHash,
     /// Wakes the scheduler when new deliveries are committed.
-    pub wake: Arc<Notify>,
+    pub hints: Arc<Hints>,
     /// Largest accepted event payload, in bytes.
     pub max_payload: usize,
+    /// Per-tenant ingest limits.
+    pub ingest_limits: Arc<IngestLimits>,
 }
 
 /// Event intake, with its own body limit: the largest payload plus room for the

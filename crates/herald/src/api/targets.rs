@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use herald_core::id::TargetId;
+use herald_core::flow::Circuit;
+use herald_core::id::{TargetId, TenantId};
 use herald_core::model::{
     CustomHeaders, Description, MaxInFlight, NewTarget, RateLimit, Target, TargetPatch, TargetUrl,
     Timeout,
@@ -90,8 +91,51 @@ pub struct TargetOut {
     max_in_flight: u32,
     timeout_ms: u64,
     active: bool,
+    /// Why Herald switched the target off (it answered 410 Gone); cleared when
+    /// `active` is set by hand.
+    disabled_reason: Option<String>,
+    /// The circuit breaker (shown when one target is read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    circuit: Option<CircuitOut>,
     created_at: String,
     updated_at: String,
+}
+
+/// A target's circuit breaker.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CircuitOut {
+    /// `closed` (traffic flows), `open` (none until the next probe) or `half_open`
+    /// (one probe under way).
+    #[schema(example = "closed")]
+    state: &'static str,
+    /// When it entered this state.
+    since: String,
+    /// Failures in a row since the last success.
+    consecutive_failures: u32,
+    /// When an open circuit lets its probe through.
+    next_probe_at: Option<String>,
+}
+
+fn circuit_out(circuit: Circuit) -> CircuitOut {
+    CircuitOut {
+        state: circuit.state.as_str(),
+        since: rfc3339(circuit.since),
+        consecutive_failures: circuit.consecutive_failures,
+        next_probe_at: circuit.next_probe_at.map(rfc3339),
+    }
+}
+
+/// A target with its circuit.
+async fn with_circuit(
+    state: &AppState,
+    tenant: &TenantId,
+    target: Target,
+) -> Result<TargetOut, ApiError> {
+    let circuit = state.management.target_circuit(tenant, &target).await?;
+    let mut out = target_out(target);
+    out.circuit = Some(circuit_out(circuit));
+    Ok(out)
 }
 
 /// A target just created, with its signing secret.
@@ -114,6 +158,8 @@ fn target_out(target: Target) -> TargetOut {
         max_in_flight: target.max_in_flight.get(),
         timeout_ms: target.timeout.as_millis(),
         active: target.active,
+        disabled_reason: target.disabled_reason,
+        circuit: None,
         created_at: rfc3339(target.created_at),
         updated_at: rfc3339(target.updated_at),
     }
@@ -229,7 +275,7 @@ pub async fn get_target(
     Path(id): Path<String>,
 ) -> Result<Json<TargetOut>, ApiError> {
     let target = state.management.target(&tenant, &target_id(&id)?).await?;
-    Ok(Json(target_out(target)))
+    Ok(Json(with_circuit(&state, &tenant, target).await?))
 }
 
 /// Change a target.
@@ -247,7 +293,9 @@ pub async fn update_target(
         .management
         .update_target(&tenant, &id, input.into_patch()?)
         .await?;
-    Ok(Json(target_out(target)))
+    // A target switched back on (or with new limits) should get its waiting work now.
+    state.hints.rescan();
+    Ok(Json(with_circuit(&state, &tenant, target).await?))
 }
 
 /// Delete a target and the subscriptions that use it.

@@ -5,7 +5,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use herald_core::auth::ApiKey;
 use herald_core::id::{ApiKeyId, TenantId};
-use herald_core::model::{NewTenant, Tenant, TenantName, TenantPatch};
+use herald_core::model::{NewTenant, RateLimit, Tenant, TenantName, TenantPatch};
+use herald_core::validation::ValidationError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -23,6 +24,10 @@ pub struct TenantIn {
     /// Display name, 1–200 characters.
     #[schema(example = "Acme Inc.")]
     name: String,
+    /// Events per second the tenant may publish (> 0); absent: the server default
+    /// (`--tenant-rate-limit`).
+    #[serde(default)]
+    ingest_rate_limit: Option<f64>,
 }
 
 /// A change to a tenant; absent fields are kept.
@@ -33,6 +38,10 @@ pub struct TenantPatchIn {
     #[serde(default, deserialize_with = "patch_field")]
     #[schema(value_type = Option<String>)]
     name: Option<Option<String>>,
+    /// `null` returns the tenant to the server default.
+    #[serde(default, deserialize_with = "patch_field")]
+    #[schema(value_type = Option<f64>, nullable)]
+    ingest_rate_limit: Option<Option<f64>>,
 }
 
 /// A tenant.
@@ -42,6 +51,8 @@ pub struct TenantOut {
     #[schema(example = "ten_0192f3a4b5c67d8e9fa0b1c2d3e4f5a6")]
     id: String,
     name: String,
+    /// The tenant's own ingest limit (events/s); `null`: the server default applies.
+    ingest_rate_limit: Option<f64>,
     created_at: String,
     updated_at: String,
 }
@@ -83,6 +94,7 @@ fn tenant_out(tenant: Tenant) -> TenantOut {
     TenantOut {
         id: tenant.id.to_string(),
         name: tenant.name.as_str().to_owned(),
+        ingest_rate_limit: tenant.ingest_rate_limit.map(RateLimit::per_second),
         created_at: rfc3339(tenant.created_at),
         updated_at: rfc3339(tenant.updated_at),
     }
@@ -94,6 +106,12 @@ fn api_key_out(key: ApiKey) -> ApiKeyOut {
         prefix: key.visible_prefix,
         created_at: rfc3339(key.created_at),
     }
+}
+
+fn ingest_limit(value: Option<f64>) -> Result<Option<RateLimit>, ValidationError> {
+    value
+        .map(|rate| RateLimit::parse(rate, "ingestRateLimit"))
+        .transpose()
 }
 
 fn tenant_id(text: &str) -> Result<TenantId, ApiError> {
@@ -110,7 +128,14 @@ pub async fn create_tenant(
     ApiJson(input): ApiJson<TenantIn>,
 ) -> Result<(StatusCode, Json<TenantCreated>), ApiError> {
     let name = TenantName::parse(&input.name, "name")?;
-    let (tenant, api_key) = state.management.create_tenant(NewTenant { name }).await?;
+    let ingest_rate_limit = ingest_limit(input.ingest_rate_limit)?;
+    let (tenant, api_key) = state
+        .management
+        .create_tenant(NewTenant {
+            name,
+            ingest_rate_limit,
+        })
+        .await?;
     let created = TenantCreated {
         tenant: tenant_out(tenant),
         api_key,
@@ -159,8 +184,10 @@ pub async fn update_tenant(
         name: name
             .map(|name| TenantName::parse(&name, "name"))
             .transpose()?,
+        ingest_rate_limit: input.ingest_rate_limit.map(ingest_limit).transpose()?,
     };
     let tenant = state.management.update_tenant(&id, patch).await?;
+    state.ingest_limits.forget(&id);
     Ok(Json(tenant_out(tenant)))
 }
 

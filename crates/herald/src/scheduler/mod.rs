@@ -1,0 +1,459 @@
+//! The scheduler: decides which due deliveries go out now, claims them, and starts
+//! their attempts; every flow-control limit is applied here.
+//!
+//! A pass looks at every target with work due, asks each [`TargetFlow`] how much it
+//! may be sent under its limits (active, `Retry-After` pause, circuit breaker,
+//! adaptive concurrency within `maxInFlight`, rate limit), shares the free workers
+//! fairly ([`plan`]) and claims exactly that from the store in one transaction. A
+//! delivery over a limit is simply not claimed: it stays pending, spends no attempt,
+//! and holds no worker. When attempts finish, their feedback (success, failure,
+//! overload, `410 Gone`) updates the target's limits before the outcome is recorded.
+//!
+//! The scheduler learns what is due from [`Hints`] (intake, recorded retries) and
+//! from a rescan of the store every second, so work added any other way (another
+//! instance, a restart) is found within a second. No transaction is open while a
+//! request is in flight.
+
+pub mod hints;
+mod plan;
+mod target_flow;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::flow::{CircuitPolicy, Health, feedback};
+use herald_core::id::TargetId;
+use herald_core::outcome::{AttemptResult, Progress, judge};
+use herald_core::retry::RetryPolicy;
+use herald_core::store::{Claim, ClaimRequest, OutcomeRecord, Store, StoreError};
+use herald_core::time::Timestamp;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use crate::dispatcher::Dispatcher;
+use crate::outcome::Record;
+
+pub use hints::Hints;
+use plan::{Demand, plan};
+use target_flow::TargetFlow;
+
+/// How often the store is rescanned for due work no hint announced.
+const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// How often expired leases are looked for.
+const LEASE_RECOVERY_EVERY: Duration = Duration::from_secs(5);
+/// The share of workers kept for first attempts: retries may hold the rest.
+const FIRST_ATTEMPT_RESERVE: f64 = 0.25;
+
+/// How the scheduler runs.
+#[derive(Debug, Clone)]
+pub struct SchedulerSettings {
+    /// The retry schedule outcomes are judged by.
+    pub policy: RetryPolicy,
+    /// When circuits open.
+    pub circuit: CircuitPolicy,
+    /// How long a claim holds a delivery.
+    pub lease: Duration,
+    /// Most attempts in flight at once.
+    pub concurrency: u32,
+}
+
+impl SchedulerSettings {
+    /// Most retries in flight at once: the rest of the workers stay free for first
+    /// attempts, so a mountain of retries never starves fresh deliveries.
+    fn retry_concurrency(&self) -> u32 {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let reserved = (f64::from(self.concurrency) * FIRST_ATTEMPT_RESERVE).floor() as u32;
+        self.concurrency.saturating_sub(reserved).max(1)
+    }
+}
+
+/// An attempt that finished, on its way back to the scheduler.
+struct Finished {
+    target_id: TargetId,
+    retry: bool,
+    sent_at: Timestamp,
+    result: AttemptResult,
+    record: OutcomeRecord,
+}
+
+/// Claims due deliveries and starts their attempts.
+pub struct Scheduler {
+    store: Store,
+    dispatcher: Dispatcher,
+    settings: Arc<SchedulerSettings>,
+    hints: Arc<Hints>,
+    recorder: mpsc::UnboundedSender<Record>,
+    finished_tx: mpsc::UnboundedSender<Finished>,
+    finished_rx: mpsc::UnboundedReceiver<Finished>,
+    targets: HashMap<TargetId, TargetFlow>,
+    in_flight: u32,
+    retries_in_flight: u32,
+    rotation: usize,
+}
+
+impl Scheduler {
+    /// A scheduler sending outcomes to `recorder` and woken by `hints`.
+    pub fn new(
+        store: Store,
+        dispatcher: Dispatcher,
+        settings: SchedulerSettings,
+        hints: Arc<Hints>,
+        recorder: mpsc::UnboundedSender<Record>,
+    ) -> Self {
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        Self {
+            store,
+            dispatcher,
+            settings: Arc::new(settings),
+            hints,
+            recorder,
+            finished_tx,
+            finished_rx,
+            targets: HashMap::new(),
+            in_flight: 0,
+            retries_in_flight: 0,
+            rotation: 0,
+        }
+    }
+
+    /// Runs until `shutdown` turns true (or its sender is dropped), then waits up to
+    /// `grace` for attempts under way so their outcomes are recorded.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+        let mut next_rescan = Instant::now();
+        let mut next_recovery = Instant::now();
+        while !*shutdown.borrow() {
+            self.take_finished();
+            if self.take_hints() {
+                next_rescan = Instant::now();
+            }
+            if Instant::now() >= next_recovery {
+                self.recover_expired_leases().await;
+                next_recovery = Instant::now() + LEASE_RECOVERY_EVERY;
+            }
+            if Instant::now() >= next_rescan {
+                self.rescan().await;
+                next_rescan = Instant::now() + RESCAN_EVERY;
+            }
+            let now = Timestamp::now();
+            let (requests, wake_at) = self.plan_pass(now);
+            if !requests.is_empty() {
+                match self.claim_and_dispatch(requests, now).await {
+                    Ok(()) => continue,
+                    Err(error) => {
+                        tracing::error!(error = %error, "claiming due deliveries failed; retrying shortly");
+                        next_rescan = Instant::now() + RESCAN_EVERY;
+                    }
+                }
+            }
+            let wake = wake_at.map_or(next_rescan, |at| instant_of(at, now).min(next_rescan));
+            tokio::select! {
+                Some(finished) = self.finished_rx.recv() => self.finish(finished),
+                () = self.hints.arrived() => {}
+                () = tokio::time::sleep_until(wake) => {}
+                // A dropped sender (the app dropped without `stop`) means stop too.
+                _ = shutdown.changed() => {}
+            }
+        }
+        self.drain(grace).await;
+    }
+
+    /// Waits up to `grace` for the attempts under way and forwards their outcomes.
+    async fn drain(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.in_flight > 0 {
+            match tokio::time::timeout_at(deadline, self.finished_rx.recv()).await {
+                Ok(Some(finished)) => self.finish(finished),
+                // Past the grace, the leases of the rest expire and they are retried.
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+
+    fn take_finished(&mut self) {
+        while let Ok(finished) = self.finished_rx.try_recv() {
+            self.finish(finished);
+        }
+    }
+
+    /// Applies the hints gathered; `true` if the store should be rescanned now.
+    fn take_hints(&mut self) -> bool {
+        let gathered = self.hints.take();
+        let mut rescan = gathered.rescan;
+        for (target, hint) in gathered.targets {
+            let Some(flow) = self.targets.get_mut(&target) else {
+                // A target never seen: its configuration comes with the rescan.
+                rescan = true;
+                continue;
+            };
+            if let Some(due) = hint.first {
+                flow.first_due = Some(flow.first_due.map_or(due, |d| d.min(due)));
+            }
+            if let Some(due) = hint.retry {
+                flow.retry_due = Some(flow.retry_due.map_or(due, |d| d.min(due)));
+            }
+        }
+        rescan
+    }
+
+    /// Reads which targets have work waiting, replacing what the scheduler knew
+    /// about their lanes (the store is the truth; hints arriving meanwhile are
+    /// applied after).
+    async fn rescan(&mut self) {
+        let waiting = match self.store.waiting_targets().await {
+            Ok(waiting) => waiting,
+            Err(error) => {
+                tracing::error!(error = %error, "reading the waiting targets failed");
+                return;
+            }
+        };
+        let now = Timestamp::now();
+        for flow in self.targets.values_mut() {
+            flow.first_due = None;
+            flow.retry_due = None;
+        }
+        for found in waiting {
+            let target = Arc::new(found.target);
+            let flow = match self.targets.entry(target.id.clone()) {
+                std::collections::hash_map::Entry::Occupied(entry) => {
+                    let flow = entry.into_mut();
+                    flow.reconfigure(target, now);
+                    flow
+                }
+                std::collections::hash_map::Entry::Vacant(entry) => {
+                    entry.insert(TargetFlow::new(target, found.circuit, now))
+                }
+            };
+            flow.first_due = found.first_due;
+            flow.retry_due = found.retry_due;
+        }
+        self.targets.retain(|_, flow| !flow.is_idle(now));
+    }
+
+    async fn recover_expired_leases(&self) {
+        match self.store.recover_expired_leases(Timestamp::now()).await {
+            Ok(0) => {}
+            Ok(recovered) => tracing::warn!(
+                recovered,
+                "deliveries whose lease expired (their worker died) are due again"
+            ),
+            Err(error) => tracing::error!(error = %error, "recovering expired leases failed"),
+        }
+    }
+
+    /// The claims of this pass, and when to look again if there are none.
+    fn plan_pass(&mut self, now: Timestamp) -> (Vec<ClaimRequest>, Option<Timestamp>) {
+        let capacity = self.settings.concurrency.saturating_sub(self.in_flight);
+        let mut wake_at: Option<Timestamp> = None;
+        let mut demands = Vec::new();
+        for flow in self.targets.values_mut() {
+            let allowance = flow.allowance(now);
+            if allowance.count == 0 {
+                if let Some(at) = allowance.wake_at {
+                    wake_at = Some(wake_at.map_or(at, |w| w.min(at)));
+                }
+                continue;
+            }
+            demands.push(Demand {
+                tenant_id: flow.target.tenant_id.clone(),
+                target_id: flow.target.id.clone(),
+                count: allowance.count,
+                first_due: allowance.first_due,
+                retry_due: allowance.retry_due,
+                retry_turn: flow.retry_turn,
+            });
+        }
+        if capacity == 0 || demands.is_empty() {
+            return (Vec::new(), wake_at);
+        }
+        let retry_capacity = self
+            .settings
+            .retry_concurrency()
+            .saturating_sub(self.retries_in_flight);
+        self.rotation = self.rotation.wrapping_add(1);
+        (
+            plan(&demands, capacity, retry_capacity, self.rotation),
+            wake_at,
+        )
+    }
+
+    async fn claim_and_dispatch(
+        &mut self,
+        requests: Vec<ClaimRequest>,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let claims = self
+            .store
+            .claim(requests.clone(), now, self.settings.lease)
+            .await?;
+        let mut got: HashMap<TargetId, (u32, u32)> = HashMap::new();
+        for claim in &claims {
+            let lanes = got.entry(claim.delivery.target_id.clone()).or_default();
+            if claim.delivery.attempts == 0 {
+                lanes.0 += 1;
+            } else {
+                lanes.1 += 1;
+            }
+        }
+        for request in &requests {
+            let Some(flow) = self.targets.get_mut(&request.target_id) else {
+                continue;
+            };
+            let (first, retries) = got.get(&request.target_id).copied().unwrap_or_default();
+            // A lane that gave less than asked has nothing more due now; what it has
+            // for later comes back with a hint or the next rescan.
+            if first < request.first_attempts {
+                flow.first_due = None;
+            }
+            if retries < request.retries {
+                flow.retry_due = None;
+            }
+            if request.first_attempts > 0 && request.retries > 0 {
+                flow.retry_turn = !flow.retry_turn;
+            }
+        }
+        for claim in claims {
+            self.dispatch(claim, now);
+        }
+        Ok(())
+    }
+
+    fn dispatch(&mut self, claim: Claim, now: Timestamp) {
+        let retry = claim.delivery.attempts > 0;
+        if let Some(flow) = self.targets.get_mut(&claim.delivery.target_id) {
+            flow.reconfigure(Arc::clone(&claim.target), now);
+            flow.in_flight += 1;
+            if retry {
+                flow.retries_in_flight += 1;
+            }
+            if let Some(bucket) = &mut flow.bucket {
+                bucket.take(1, now);
+            }
+            if flow.circuit.state != herald_core::flow::CircuitState::Closed {
+                flow.circuit.begin_probe(now);
+                self.save_circuit(&claim.delivery.target_id);
+            }
+        }
+        self.in_flight += 1;
+        if retry {
+            self.retries_in_flight += 1;
+        }
+        self.spawn_attempt(claim, retry);
+    }
+
+    fn spawn_attempt(&self, claim: Claim, retry: bool) {
+        let dispatcher = self.dispatcher.clone();
+        let settings = Arc::clone(&self.settings);
+        let finished = self.finished_tx.clone();
+        tokio::spawn(async move {
+            let (result, attempt) = dispatcher.attempt(&claim).await;
+            let delivery = &claim.delivery;
+            let progress = Progress {
+                attempts: delivery.attempts,
+                window_start: delivery.window_start,
+            };
+            let verdict = judge(
+                progress,
+                &result,
+                Timestamp::now(),
+                &settings.policy,
+                rand::random::<f64>(),
+            );
+            tracing::debug!(
+                tenant = %delivery.tenant_id, event = %delivery.event_id, delivery = %delivery.id,
+                target = %delivery.target_id, attempt = attempt.number, status = %verdict.status,
+                "attempt finished"
+            );
+            let sent_at = attempt.started_at;
+            let record = OutcomeRecord {
+                delivery_id: delivery.id.clone(),
+                target_id: delivery.target_id.clone(),
+                lease_token: claim.lease_token,
+                attempt,
+                verdict,
+            };
+            // A stopped scheduler drops it: the lease expires and the delivery is retried.
+            let _ = finished.send(Finished {
+                target_id: claim.delivery.target_id.clone(),
+                retry,
+                sent_at,
+                result,
+                record,
+            });
+        });
+    }
+
+    /// Applies what an attempt says about its target, then sends its outcome on.
+    fn finish(&mut self, finished: Finished) {
+        let now = Timestamp::now();
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if finished.retry {
+            self.retries_in_flight = self.retries_in_flight.saturating_sub(1);
+        }
+        let signal = feedback(&finished.result);
+        let settings = Arc::clone(&self.settings);
+        if let Some(flow) = self.targets.get_mut(&finished.target_id) {
+            flow.in_flight = flow.in_flight.saturating_sub(1);
+            if finished.retry {
+                flow.retries_in_flight = flow.retries_in_flight.saturating_sub(1);
+            }
+            let before = flow.circuit;
+            match signal.health {
+                Health::Healthy => {
+                    flow.circuit.record_success(now);
+                    flow.window.record_success();
+                }
+                Health::Unhealthy => flow.circuit.record_failure(now, &settings.circuit),
+                Health::Neutral => {}
+            }
+            if signal.congested {
+                flow.window.record_congestion(finished.sent_at, now);
+            }
+            if let Some(asked) = signal.pause {
+                let floor = settings.policy.initial.min(settings.policy.max_delay);
+                let until = now.plus(asked.clamp(floor, settings.policy.max_delay));
+                flow.paused_until = Some(flow.paused_until.map_or(until, |u| u.max(until)));
+            }
+            if signal.gone && flow.target.active {
+                let reason = "the target answered 410 Gone";
+                let mut target = (*flow.target).clone();
+                target.active = false;
+                target.disabled_reason = Some(reason.to_owned());
+                flow.target = Arc::new(target);
+                tracing::warn!(target = %finished.target_id, "target answered 410 Gone; disabling it");
+                let _ = self.recorder.send(Record::Disable(
+                    finished.target_id.clone(),
+                    reason.to_owned(),
+                ));
+            }
+            if flow.circuit != before {
+                if flow.circuit.state != before.state {
+                    tracing::info!(
+                        target = %finished.target_id, from = before.state.as_str(),
+                        to = flow.circuit.state.as_str(), "circuit changed state"
+                    );
+                }
+                self.save_circuit(&finished.target_id);
+            }
+        }
+        let _ = self.recorder.send(Record::Outcome(finished.record));
+    }
+
+    fn save_circuit(&self, target: &TargetId) {
+        if let Some(flow) = self.targets.get(target) {
+            let _ = self
+                .recorder
+                .send(Record::Circuit(target.clone(), flow.circuit));
+        }
+    }
+}
+
+/// The monotonic instant of wall-clock time `at`, seen from `now`.
+fn instant_of(at: Timestamp, now: Timestamp) -> Instant {
+    let ahead = u64::try_from(at.as_millis().saturating_sub(now.as_millis())).unwrap_or(0);
+    Instant::now() + Duration::from_millis(ahead)
+}
