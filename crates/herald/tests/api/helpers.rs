@@ -174,9 +174,10 @@ impl TestApp {
         let mut pages = 0;
         let mut cursor: Option<String> = None;
         loop {
+            let joiner = if path.contains('?') { '&' } else { '?' };
             let url = match &cursor {
-                Some(cursor) => format!("{path}?limit={limit}&cursor={cursor}"),
-                None => format!("{path}?limit={limit}"),
+                Some(cursor) => format!("{path}{joiner}limit={limit}&cursor={cursor}"),
+                None => format!("{path}{joiner}limit={limit}"),
             };
             let body = self.get(&url, key).await.expect(200);
             pages += 1;

@@ -6,6 +6,7 @@ mod crash;
 mod delivery;
 mod example_config;
 mod filters;
+mod flow_control;
 mod helpers;
 mod intake;
 mod isolation;

@@ -1,9 +1,10 @@
 //! `TestReceiver`: a real HTTP server on loopback that records every delivery and
-//! answers as the test scripts it (status codes, `Retry-After`, slowness).
+//! answers as the test scripts it (status codes, `Retry-After`, slowness), counting
+//! how many requests it is serving at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -18,6 +19,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
     pub at: Instant,
+    /// Requests being served when this one arrived, itself included.
+    pub concurrent: usize,
 }
 
 impl Received {
@@ -37,6 +40,9 @@ pub type Script = Arc<dyn Fn(usize) -> (u16, Vec<(&'static str, String)>) + Send
 struct Shared {
     received: Arc<Mutex<Vec<Received>>>,
     count: Arc<AtomicUsize>,
+    in_flight: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+    delay: Arc<Mutex<Duration>>,
     script: Arc<Mutex<Script>>,
 }
 
@@ -57,6 +63,9 @@ impl TestReceiver {
         let shared = Shared {
             received: Arc::default(),
             count: Arc::default(),
+            in_flight: Arc::default(),
+            peak: Arc::default(),
+            delay: Arc::default(),
             script: Arc::new(Mutex::new(script)),
         };
         let app = Router::new().fallback(receive).with_state(shared.clone());
@@ -76,6 +85,16 @@ impl TestReceiver {
     /// Changes how later requests are answered.
     pub fn rescript(&self, script: Script) {
         *self.shared.script.lock().expect("script lock") = script;
+    }
+
+    /// Makes later requests wait this long before they are answered.
+    pub fn set_delay(&self, delay: Duration) {
+        *self.shared.delay.lock().expect("delay lock") = delay;
+    }
+
+    /// The most requests served at once so far.
+    pub fn peak_concurrency(&self) -> usize {
+        self.shared.peak.load(Ordering::SeqCst)
     }
 
     /// Everything received so far.
@@ -99,6 +118,10 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let n = shared.count.fetch_add(1, Ordering::SeqCst);
+    let concurrent = shared.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    // Decrements when the request ends, answered or abandoned by a timing-out client.
+    let _serving = Serving(Arc::clone(&shared.in_flight));
+    shared.peak.fetch_max(concurrent, Ordering::SeqCst);
     shared
         .received
         .lock()
@@ -108,7 +131,13 @@ async fn receive(
             headers,
             body,
             at: Instant::now(),
+            concurrent,
         });
+    let delay = *shared.delay.lock().expect("delay lock");
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+
     let script = Arc::clone(&shared.script.lock().expect("script lock"));
     let (status, headers) = script(n);
     let mut response = StatusCode::from_u16(status)
@@ -120,4 +149,13 @@ async fn receive(
         }
     }
     response
+}
+
+/// Counts one request as being served for as long as it lives.
+struct Serving(Arc<AtomicUsize>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
