@@ -54,6 +54,7 @@ impl Management {
         let mut filter = self.filter(tenant, id).await?;
         patch.apply(&mut filter, Timestamp::now());
         let existed = self.store.update_filter(&filter).await?;
+        self.routes_changed(tenant);
         found(ResourceKind::Filter, id, existed)?;
         Ok(filter)
     }
@@ -65,6 +66,7 @@ impl Management {
         id: &FilterId,
     ) -> Result<(), ServiceError> {
         let existed = self.store.delete_filter(tenant, id).await?;
+        self.routes_changed(tenant);
         found(ResourceKind::Filter, id, existed)
     }
 }

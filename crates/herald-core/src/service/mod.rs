@@ -4,6 +4,7 @@
 //! defaults, ownership (a tenant only ever reaches its own records), references
 //! between records, and the translation of store conflicts into user-facing errors.
 
+mod cache;
 mod deliveries;
 mod filters;
 mod publish;
@@ -14,8 +15,14 @@ mod tenants;
 pub use publish::Published;
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::auth::KeyHash;
+use crate::id::TenantId;
+use crate::routing::Route;
 use crate::store::{Store, StoreError};
+
+use cache::Cached;
 use crate::validation::ValidationError;
 
 /// Why an operation was refused or failed.
@@ -87,12 +94,36 @@ impl fmt::Display for ResourceKind {
 #[derive(Clone)]
 pub struct Management {
     store: Store,
+    /// Each tenant's routes, read on every publish.
+    routes: Arc<Cached<TenantId, Arc<Vec<Route>>>>,
+    /// The tenant of each API key seen, read on every request.
+    keys: Arc<Cached<KeyHash, TenantId>>,
 }
 
 impl Management {
     /// Operations backed by `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            routes: Arc::default(),
+            keys: Arc::default(),
+        }
+    }
+
+    /// The tenant's routes, from the cache when fresh.
+    async fn cached_routes(&self, tenant: &TenantId) -> Result<Arc<Vec<Route>>, StoreError> {
+        if let Some(routes) = self.routes.get(tenant) {
+            return Ok(routes);
+        }
+        let routes = Arc::new(self.store.routes(tenant).await?);
+        self.routes.put(tenant.clone(), Arc::clone(&routes));
+        Ok(routes)
+    }
+
+    /// Forgets the tenant's routes after a change to its targets, filters or
+    /// subscriptions.
+    fn routes_changed(&self, tenant: &TenantId) {
+        self.routes.remove(tenant);
     }
 
     /// The store, for readiness checks.

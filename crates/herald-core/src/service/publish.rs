@@ -30,7 +30,7 @@ impl Management {
         tenant: &TenantId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, ServiceError> {
-        let routes = self.store.routes(tenant).await?;
+        let routes = self.cached_routes(tenant).await?;
         let now = Timestamp::now();
         let records: Vec<EventRecord> = events
             .into_iter()

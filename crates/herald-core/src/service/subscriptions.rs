@@ -31,6 +31,7 @@ impl Management {
             .insert_subscription(&subscription)
             .await
             .map_err(|error| explain_conflict(error, &subscription))?;
+        self.routes_changed(tenant);
         Ok(subscription)
     }
 
@@ -71,6 +72,7 @@ impl Management {
             .update_subscription(&subscription)
             .await
             .map_err(|error| explain_conflict(error, &subscription))?;
+        self.routes_changed(tenant);
         found(ResourceKind::Subscription, id, existed)?;
         Ok(subscription)
     }
@@ -82,6 +84,7 @@ impl Management {
         id: &SubscriptionId,
     ) -> Result<(), ServiceError> {
         let existed = self.store.delete_subscription(tenant, id).await?;
+        self.routes_changed(tenant);
         found(ResourceKind::Subscription, id, existed)
     }
 

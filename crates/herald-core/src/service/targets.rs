@@ -60,6 +60,7 @@ impl Management {
         let mut target = self.target(tenant, id).await?;
         patch.apply(&mut target, Timestamp::now());
         let existed = self.store.update_target(&target).await?;
+        self.routes_changed(tenant);
         found(ResourceKind::Target, id, existed)?;
         Ok(target)
     }
@@ -71,6 +72,7 @@ impl Management {
         id: &TargetId,
     ) -> Result<(), ServiceError> {
         let existed = self.store.delete_target(tenant, id).await?;
+        self.routes_changed(tenant);
         found(ResourceKind::Target, id, existed)
     }
 }

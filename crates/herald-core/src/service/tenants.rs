@@ -54,6 +54,8 @@ impl Management {
     /// Deletes a tenant and everything it owns.
     pub async fn delete_tenant(&self, id: &TenantId) -> Result<(), ServiceError> {
         let existed = self.store.delete_tenant(id).await?;
+        self.routes_changed(id);
+        self.keys.clear();
         found(ResourceKind::Tenant, id, existed)
     }
 
@@ -81,6 +83,8 @@ impl Management {
         id: &ApiKeyId,
     ) -> Result<(), ServiceError> {
         let existed = self.store.delete_api_key(tenant, id).await?;
+        // The cache is keyed by hash, which the id does not give: forget them all.
+        self.keys.clear();
         found(ResourceKind::ApiKey, id, existed)
     }
 
@@ -89,9 +93,14 @@ impl Management {
         &self,
         presented_key: &str,
     ) -> Result<Option<TenantId>, ServiceError> {
-        Ok(self
-            .store
-            .tenant_for_key(&KeyHash::of(presented_key))
-            .await?)
+        let hash = KeyHash::of(presented_key);
+        if let Some(tenant) = self.keys.get(&hash) {
+            return Ok(Some(tenant));
+        }
+        let tenant = self.store.tenant_for_key(&hash).await?;
+        if let Some(tenant) = &tenant {
+            self.keys.put(hash, tenant.clone());
+        }
+        Ok(tenant)
     }
 }

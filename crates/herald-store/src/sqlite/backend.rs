@@ -23,6 +23,7 @@ use super::rows::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
     execute,
 };
+use super::writer::Lane;
 use super::{queue, schema};
 
 /// The value `after` takes on the first page: every id sorts after the empty string.
@@ -475,8 +476,11 @@ impl StoreBackend for SqliteStore {
     }
 
     async fn insert_events(&self, records: Vec<EventRecord>) -> Result<Vec<Inserted>, StoreError> {
+        let lane = records
+            .first()
+            .map_or(Lane::Engine, |r| Lane::Intake(r.event.tenant_id.clone()));
         self.writer
-            .write(move |c| queue::insert_events(c, &records))
+            .write_in(lane, move |c| queue::insert_events(c, &records))
             .await
     }
 

@@ -46,11 +46,16 @@ impl SqliteStore {
     }
 }
 
+/// Prepared statements kept per connection: more than Herald has distinct statements
+/// (rusqlite's default of 16 would re-parse the hot ones over and over).
+pub(super) const STATEMENT_CACHE: usize = 256;
+
 fn open_connection(path: &PathBuf) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(error::translate)?;
     connection
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(error::translate)?;
+    connection.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(connection)
 }
 

@@ -23,11 +23,6 @@ use super::rows::{
     execute,
 };
 
-/// `?, ?, ?` for `count` parameters.
-fn placeholders(count: usize) -> String {
-    vec!["?"; count].join(", ")
-}
-
 pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
     let mut statement = connection
         .prepare_cached(
@@ -512,14 +507,14 @@ fn load_by_id<T>(
     let mut ids: Vec<String> = ids.collect();
     ids.sort();
     ids.dedup();
+    // One statement whatever the number of ids (a JSON array parameter), so it stays
+    // prepared instead of being parsed again for every batch size.
     let sql = format!(
-        "SELECT {columns} FROM {table} WHERE id IN ({})",
-        placeholders(ids.len())
+        "SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?1))"
     );
+    let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
-    let loaded = statement
-        .query_map(params_from_iter(ids), map)
-        .map_err(translate)?;
+    let loaded = statement.query_map([ids], map).map_err(translate)?;
     let mut by_id = HashMap::new();
     for item in loaded {
         // An unreadable row is left out; the claims that need it are set aside.

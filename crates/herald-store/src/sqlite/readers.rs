@@ -69,5 +69,6 @@ fn open_reader(path: &PathBuf) -> Result<Connection, StoreError> {
     connection
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(translate)?;
+    connection.set_prepared_statement_cache_capacity(super::STATEMENT_CACHE);
     Ok(connection)
 }

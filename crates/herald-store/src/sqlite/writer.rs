@@ -2,15 +2,25 @@
 //!
 //! SQLite allows one writer at a time, and each commit costs an fsync. So instead of
 //! many connections contending for the write lock, callers queue a closure; the writer
-//! thread takes everything queued (up to [`MAX_GROUP`]), runs each closure inside its
-//! own savepoint within one transaction, commits once, and only then answers every
-//! caller. A closure that fails rolls back its own savepoint and nothing else. An
-//! answer therefore always means "committed" (or "failed, nothing kept").
+//! thread runs queued closures, each inside its own savepoint within one transaction,
+//! commits once, and only then answers every caller. A closure that fails rolls back
+//! its own savepoint and nothing else. An answer therefore always means "committed"
+//! (or "failed, nothing kept").
+//!
+//! **Fairness.** Each write names a [`Lane`]: a tenant's intake, or the engine
+//! (claims, outcomes, configuration). Queued writes are taken round robin across
+//! lanes, and a group stops taking more once it has run for [`GROUP_BUDGET`], so a
+//! tenant flooding large batches delays another tenant's single event by about one
+//! group, not by its whole queue.
 
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread;
+use std::time::{Duration, Instant};
+
+use herald_core::id::TenantId;
 
 use herald_core::store::StoreError;
 use rusqlite::Connection;
@@ -18,8 +28,20 @@ use tokio::sync::oneshot;
 
 use super::error::translate;
 
-/// Most writes committed together; bounds the latency one group adds to the next.
+/// Most writes committed together.
 const MAX_GROUP: usize = 512;
+/// How long a group keeps taking writes before it commits; bounds the latency one
+/// group adds to the writes queued behind it.
+const GROUP_BUDGET: Duration = Duration::from_millis(5);
+
+/// Whose write it is, for round-robin fairness between writers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum Lane {
+    /// The delivery engine and the management API.
+    Engine,
+    /// One tenant's event intake.
+    Intake(TenantId),
+}
 
 /// A queued write, run on the writer thread, answered after its group commits.
 trait WriteJob: Send {
@@ -73,16 +95,18 @@ fn run_in_savepoint<T>(
     connection: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    connection
-        .execute_batch("SAVEPOINT job")
-        .map_err(translate)?;
-    let outcome = work(connection);
-    let end = if outcome.is_ok() {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
+    let run = |sql: &str| {
+        connection
+            .prepare_cached(sql)
+            .and_then(|mut statement| statement.execute([]))
+            .map_err(translate)
     };
-    connection.execute_batch(end).map_err(translate)?;
+    run("SAVEPOINT job")?;
+    let outcome = work(connection);
+    if outcome.is_err() {
+        run("ROLLBACK TO job")?;
+    }
+    run("RELEASE job")?;
     outcome
 }
 
@@ -94,7 +118,7 @@ struct WriterStopped;
 /// Handle to the writer thread; dropping the last handle stops the thread once the
 /// queued writes are committed.
 pub(super) struct Writer {
-    queue: mpsc::Sender<Box<dyn WriteJob>>,
+    queue: mpsc::Sender<(Lane, Box<dyn WriteJob>)>,
 }
 
 impl Writer {
@@ -108,8 +132,18 @@ impl Writer {
         Ok(Self { queue })
     }
 
-    /// Runs `work` in the next group commit and returns its result once committed.
+    /// Runs `work` in the engine's lane; see [`Self::write_in`].
     pub(super) async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_in(Lane::Engine, work).await
+    }
+
+    /// Runs `work` in a coming group commit, taking turns with the other lanes, and
+    /// returns its result once committed.
+    pub(super) async fn write_in<T, F>(&self, lane: Lane, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -121,7 +155,7 @@ impl Writer {
             reply,
         };
         self.queue
-            .send(Box::new(job))
+            .send((lane, Box::new(job)))
             .map_err(|_| StoreError::backend(WriterStopped))?;
         answer
             .await
@@ -129,37 +163,92 @@ impl Writer {
     }
 }
 
-fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<Box<dyn WriteJob>>) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
+/// Queued writes per lane, taken round robin.
+#[derive(Default)]
+struct Lanes {
+    queued: HashMap<Lane, VecDeque<Box<dyn WriteJob>>>,
+    turns: VecDeque<Lane>,
+}
+
+impl Lanes {
+    fn push(&mut self, lane: Lane, job: Box<dyn WriteJob>) {
+        let queue = self.queued.entry(lane.clone()).or_default();
+        if queue.is_empty() {
+            self.turns.push_back(lane);
+        }
+        queue.push_back(job);
+    }
+
+    /// The next lane's oldest write; the lane goes to the back of the turns.
+    fn next(&mut self) -> Option<Box<dyn WriteJob>> {
+        let lane = self.turns.pop_front()?;
+        let queue = self.queued.get_mut(&lane)?;
+        let job = queue.pop_front();
+        if queue.is_empty() {
+            self.queued.remove(&lane);
+        } else {
+            self.turns.push_back(lane);
+        }
+        job
+    }
+
+    fn is_empty(&self) -> bool {
+        self.turns.is_empty()
+    }
+
+    /// Moves everything waiting in the channel into the lanes.
+    fn take_arrivals(&mut self, jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>) {
+        while let Ok((lane, job)) = jobs.try_recv() {
+            self.push(lane, job);
+        }
+    }
+}
+
+fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>) {
+    let mut lanes = Lanes::default();
+    loop {
+        if lanes.is_empty() {
+            match jobs.recv() {
+                Ok((lane, job)) => lanes.push(lane, job),
+                Err(_) => return,
             }
         }
-        let commit = commit_group(connection, &mut group);
+        let (group, commit) = run_group(connection, &mut lanes, jobs);
         for job in group {
             job.finish(commit.clone());
         }
     }
 }
 
-fn commit_group(
+/// Runs writes in one transaction, round robin across lanes, until the budget or the
+/// queue is used up, then commits.
+fn run_group(
     connection: &Connection,
-    group: &mut [Box<dyn WriteJob>],
-) -> Result<(), CommitError> {
+    lanes: &mut Lanes,
+    jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>,
+) -> (Vec<Box<dyn WriteJob>>, Result<(), CommitError>) {
     let shared = |error| CommitError(Arc::new(error));
-    connection
-        .execute_batch("BEGIN IMMEDIATE")
-        .map_err(shared)?;
-    for job in group.iter_mut() {
+    let started = Instant::now();
+    let mut group = Vec::new();
+    if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
+        // Nothing ran: fail one write so the error reaches a caller, not a loop.
+        if let Some(job) = lanes.next() {
+            group.push(job);
+        }
+        return (group, Err(shared(error)));
+    }
+    while group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET {
+        lanes.take_arrivals(jobs);
+        let Some(mut job) = lanes.next() else {
+            break;
+        };
         job.run(connection);
+        group.push(job);
     }
     if let Err(error) = connection.execute_batch("COMMIT") {
         tracing::error!(%error, "SQLite group commit failed; rolling back");
         let _ = connection.execute_batch("ROLLBACK");
-        return Err(shared(error));
+        return (group, Err(shared(error)));
     }
-    Ok(())
+    (group, Ok(()))
 }

@@ -24,12 +24,25 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Listens on a random loopback port.
+    /// Listens on a random loopback port and answers 204 at once.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::serve(false).await
+    }
+
+    /// Listens on a random loopback port and never answers (each request is counted,
+    /// then held until the client gives up): a dead endpoint.
+    pub async fn blackhole() -> anyhow::Result<Self> {
+        Self::serve(true).await
+    }
+
+    async fn serve(blackhole: bool) -> anyhow::Result<Self> {
         let tally = Arc::new(Tally::default());
-        let app = Router::new()
-            .fallback(receive)
-            .with_state(Arc::clone(&tally));
+        let app = if blackhole {
+            Router::new().fallback(hold)
+        } else {
+            Router::new().fallback(receive)
+        }
+        .with_state(Arc::clone(&tally));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -56,6 +69,13 @@ impl Receiver {
         let deadline = Instant::now() + limit;
         while self.count() < expected && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Forgets the latencies measured so far (a new phase begins).
+    pub fn reset_latencies(&self) {
+        if let Ok(mut latencies) = self.tally.latencies_us.lock() {
+            latencies.clear();
         }
     }
 
@@ -91,6 +111,12 @@ async fn receive(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
         *last = Some(Instant::now());
     }
     tally.count.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT
+}
+
+async fn hold(State(tally): State<Arc<Tally>>) -> StatusCode {
+    tally.count.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3600)).await;
     StatusCode::NO_CONTENT
 }
 

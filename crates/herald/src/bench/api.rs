@@ -1,0 +1,84 @@
+//! The load tool's client of Herald's public API: set-up calls and publishing.
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+/// Herald's API at `base`, over one pooled client.
+#[derive(Clone)]
+pub struct Api {
+    /// The client (its pool is shared by every producer).
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+}
+
+impl Api {
+    /// POSTs `body` with `token`; the answer's JSON, or an error for a non-2xx.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            bail!("POST {path} answered {status}: {}", response.text().await?);
+        }
+        Ok(response.json().await?)
+    }
+
+    /// Creates a tenant; returns its API key.
+    pub async fn tenant(&self, admin_token: &str, name: &str) -> anyhow::Result<String> {
+        let tenant = self
+            .post("/v1/tenants", admin_token, &json!({ "name": name }))
+            .await?;
+        Ok(tenant["apiKey"].as_str().context("no apiKey")?.to_owned())
+    }
+
+    /// Creates a target at `url` with `settings` merged in, subscribed to every event.
+    pub async fn subscribed_target(
+        &self,
+        key: &str,
+        url: &str,
+        settings: &Value,
+    ) -> anyhow::Result<()> {
+        let mut body = json!({ "url": url });
+        if let (Some(body), Some(settings)) = (body.as_object_mut(), settings.as_object()) {
+            body.extend(settings.clone());
+        }
+        let target = self.post("/v1/webhooks/targets", key, &body).await?;
+        let filter = self
+            .post("/v1/webhooks/filters", key, &json!({ "events": ["*"] }))
+            .await?;
+        self.post(
+            "/v1/webhooks/subscriptions",
+            key,
+            &json!({ "targetId": target["id"], "filterId": filter["id"] }),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Publishes one event envelope (already serialized); fails unless it is accepted.
+    pub async fn publish(&self, key: &str, envelope: String) -> anyhow::Result<()> {
+        self.publish_to("/v1/events", key, envelope).await
+    }
+
+    /// POSTs a serialized body to an intake path; fails unless it is accepted.
+    pub async fn publish_to(&self, path: &str, key: &str, body: String) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        if !response.status().is_success() {
+            bail!("publishing answered {}", response.status());
+        }
+        Ok(())
+    }
+}
