@@ -22,8 +22,8 @@ use crate::id::TenantId;
 use crate::routing::Route;
 use crate::store::{Store, StoreError};
 
-use cache::Cached;
 use crate::validation::ValidationError;
+use cache::Cached;
 
 /// Why an operation was refused or failed.
 #[derive(Debug, thiserror::Error)]

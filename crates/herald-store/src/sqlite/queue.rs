@@ -509,9 +509,8 @@ fn load_by_id<T>(
     ids.dedup();
     // One statement whatever the number of ids (a JSON array parameter), so it stays
     // prepared instead of being parsed again for every batch size.
-    let sql = format!(
-        "SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?1))"
-    );
+    let sql =
+        format!("SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?1))");
     let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
     let loaded = statement.query_map([ids], map).map_err(translate)?;

@@ -252,3 +252,39 @@ fn run_group(
     }
     (group, Ok(()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A write that only notes that it ran.
+    struct Noted(&'static str, Arc<Mutex<Vec<&'static str>>>);
+
+    impl WriteJob for Noted {
+        fn run(&mut self, _: &Connection) {
+            self.1.lock().expect("log").push(self.0);
+        }
+        fn finish(self: Box<Self>, _: Result<(), CommitError>) {}
+    }
+
+    #[test]
+    fn lanes_take_turns_so_a_flood_waits_behind_a_single_write() {
+        let connection = Connection::open_in_memory().expect("in-memory database");
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let flood = Lane::Intake(TenantId::generate());
+        let quiet = Lane::Intake(TenantId::generate());
+        let mut lanes = Lanes::default();
+        for name in ["a1", "a2", "a3"] {
+            lanes.push(flood.clone(), Box::new(Noted(name, Arc::clone(&ran))));
+        }
+        lanes.push(quiet, Box::new(Noted("b1", Arc::clone(&ran))));
+        lanes.push(Lane::Engine, Box::new(Noted("claim", Arc::clone(&ran))));
+        while let Some(mut job) = lanes.next() {
+            job.run(&connection);
+        }
+        assert_eq!(*ran.lock().expect("log"), ["a1", "b1", "claim", "a2", "a3"]);
+        assert!(lanes.is_empty());
+    }
+}

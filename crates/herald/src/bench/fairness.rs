@@ -260,8 +260,10 @@ impl Report {
         let (base_n, [base_p50, base_p99, base_max]) = self.quiet_baseline;
         let (flood_n, [flood_p50, flood_p99, flood_max]) = self.quiet_during_flood;
         let ratio = flood_p99 / base_p99.max(f64::MIN_POSITIVE);
-        let [[ingest_base_p50, ingest_base_p99], [ingest_flood_p50, ingest_flood_p99]] =
-            self.quiet_publish_ms;
+        let [
+            [ingest_base_p50, ingest_base_p99],
+            [ingest_flood_p50, ingest_flood_p99],
+        ] = self.quiet_publish_ms;
         println!(
             "fairness: A flooded {} events (ingest {:.0}/s, delivered {:.0}/s); \
              B at {}/s: baseline p50 {base_p50:.1} ms p99 {base_p99:.1} ms max {base_max:.1} ms ({base_n} events), \
