@@ -114,3 +114,91 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
     assert_eq!(status, "dead", "set aside, visible as a dead letter");
     assert!(error.contains("corrupt"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_target_is_skipped_and_the_others_keep_flowing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::new(SqliteStore::open(dir.path()).expect("open"));
+    let service = Management::new(store.clone());
+    let (tenant, _) = service
+        .create_tenant(NewTenant {
+            name: TenantName::parse("Acme", "name").expect("name"),
+            ingest_rate_limit: None,
+        })
+        .await
+        .expect("tenant");
+    let patterns = FilterPatterns::parse(&["*".to_owned()], "events").expect("patterns");
+    let filter = service
+        .create_filter(
+            &tenant.id,
+            NewFilter {
+                description: None,
+                patterns,
+            },
+        )
+        .await
+        .expect("filter");
+    let mut targets = Vec::new();
+    for _ in 0..2 {
+        let target = service
+            .create_target(
+                &tenant.id,
+                NewTarget {
+                    url: TargetUrl::parse("https://example.com/hook", "url").expect("url"),
+                    description: None,
+                    secret: None,
+                    headers: CustomHeaders::default(),
+                    rate_limit: None,
+                    max_in_flight: None,
+                    timeout: None,
+                    active: None,
+                },
+            )
+            .await
+            .expect("target");
+        service
+            .create_subscription(
+                &tenant.id,
+                NewSubscription {
+                    target_id: target.id.clone(),
+                    filter_id: filter.id.clone(),
+                    active: None,
+                },
+            )
+            .await
+            .expect("subscription");
+        targets.push(target.id);
+    }
+    let event = NewEvent {
+        event_type: EventType::parse("a.b", "type").expect("type"),
+        payload: Bytes::from_static(b"{}"),
+        content_type: ContentType::json(),
+        idempotency_key: None,
+    };
+    service
+        .publish(&tenant.id, vec![event])
+        .await
+        .expect("publish");
+
+    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
+    raw.execute(
+        "UPDATE targets SET url = 'not a url' WHERE id = ?1",
+        [targets[0].as_str()],
+    )
+    .expect("corrupt one target");
+    raw.execute(
+        "INSERT INTO circuits (target_id, state, since, consecutive_failures, next_probe_at, opens) \
+         VALUES (?1, 'ajar', 0, 0, NULL, 0)",
+        [targets[1].as_str()],
+    )
+    .expect("an unknown circuit state");
+    drop(raw);
+
+    let waiting = store.waiting_targets().await.expect("the scan still works");
+    assert_eq!(waiting.len(), 1, "the unreadable target is skipped");
+    assert_eq!(waiting[0].target.id, targets[1]);
+    assert_eq!(
+        waiting[0].circuit, None,
+        "an unreadable circuit counts as closed"
+    );
+}

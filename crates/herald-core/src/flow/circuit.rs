@@ -127,8 +127,13 @@ impl Circuit {
         }
     }
 
-    /// Records a success: the circuit closes.
-    pub fn record_success(&mut self, now: Timestamp) {
+    /// Records the success of a request sent at `sent_at`: the circuit closes. A
+    /// success of a request sent before the circuit opened says nothing about the
+    /// target now, so an open circuit ignores it (and keeps its cool-down).
+    pub fn record_success(&mut self, sent_at: Timestamp, now: Timestamp) {
+        if self.state == CircuitState::Open && sent_at < self.since {
+            return;
+        }
         if self.state != CircuitState::Closed {
             self.state = CircuitState::Closed;
             self.since = now;
@@ -191,7 +196,7 @@ mod tests {
         let mut circuit = Circuit::closed(at(0));
         circuit.record_failure(at(1), &POLICY);
         circuit.record_failure(at(2), &POLICY);
-        circuit.record_success(at(3));
+        circuit.record_success(at(3), at(3));
         circuit.record_failure(at(4), &POLICY);
         assert_eq!(circuit.state, CircuitState::Closed);
         assert_eq!(circuit.consecutive_failures, 1);
@@ -207,7 +212,7 @@ mod tests {
         circuit.begin_probe(at(33));
         assert_eq!(circuit.state, CircuitState::HalfOpen);
         assert_eq!(circuit.admission(at(34), true), Admission::AwaitProbe);
-        circuit.record_success(at(34));
+        circuit.record_success(at(34), at(34));
         assert_eq!(circuit.state, CircuitState::Closed);
         assert_eq!(circuit.consecutive_failures, 0);
         assert_eq!(circuit.admission(at(34), false), Admission::Open);
@@ -226,6 +231,18 @@ mod tests {
         circuit.begin_probe(at(94));
         circuit.record_failure(at(95), &POLICY);
         assert_eq!(circuit.next_probe_at, Some(at(195)), "capped at 100 s");
+    }
+
+    #[test]
+    fn a_late_success_does_not_skip_the_cooldown() {
+        let mut circuit = Circuit::closed(at(0));
+        for s in 1..=3 {
+            circuit.record_failure(at(s), &POLICY);
+        }
+        // Sent at 2 s, before the circuit opened at 3 s.
+        circuit.record_success(at(2), at(4));
+        assert_eq!(circuit.state, CircuitState::Open);
+        assert_eq!(circuit.next_probe_at, Some(at(33)));
     }
 
     #[test]

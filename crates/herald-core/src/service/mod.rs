@@ -115,8 +115,10 @@ impl Management {
         if let Some(routes) = self.routes.get(tenant) {
             return Ok(routes);
         }
+        let generation = self.routes.generation();
         let routes = Arc::new(self.store.routes(tenant).await?);
-        self.routes.put(tenant.clone(), Arc::clone(&routes));
+        self.routes
+            .put(generation, tenant.clone(), Arc::clone(&routes));
         Ok(routes)
     }
 

@@ -97,9 +97,10 @@ impl Management {
         if let Some(tenant) = self.keys.get(&hash) {
             return Ok(Some(tenant));
         }
+        let generation = self.keys.generation();
         let tenant = self.store.tenant_for_key(&hash).await?;
         if let Some(tenant) = &tenant {
-            self.keys.put(hash, tenant.clone());
+            self.keys.put(generation, hash, tenant.clone());
         }
         Ok(tenant)
     }

@@ -318,7 +318,26 @@ pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarg
             .collect::<Vec<_>>()
             .join(", "),
     );
-    rows::all(connection, &sql, [], waiting_target)
+    let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
+    // Each row is decoded on its own: one target that no longer decodes (a bug, a
+    // manual edit) must not stop delivery to every other target.
+    let decoded = statement
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, waiting_target(row)))
+        })
+        .map_err(translate)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(translate)?;
+    Ok(decoded
+        .into_iter()
+        .filter_map(|(id, waiting)| {
+            waiting
+                .inspect_err(|error| {
+                    tracing::error!(target = id, %error, "skipping a target that no longer decodes");
+                })
+                .ok()
+        })
+        .collect())
 }
 
 fn waiting_target(row: &rusqlite::Row<'_>) -> rusqlite::Result<WaitingTarget> {
@@ -327,11 +346,17 @@ fn waiting_target(row: &rusqlite::Row<'_>) -> rusqlite::Result<WaitingTarget> {
         row.get::<_, Option<i64>>(index)
             .map(|due| due.map(Timestamp::from_millis))
     };
+    let target = rows::target(row)?;
+    // An unreadable circuit is treated as closed: the breaker relearns the target.
+    let circuit = rows::circuit(row, width + 2).unwrap_or_else(|error| {
+        tracing::error!(target = %target.id, %error, "ignoring a circuit that no longer decodes");
+        None
+    });
     Ok(WaitingTarget {
-        target: rows::target(row)?,
+        target,
         first_due: due(width)?,
         retry_due: due(width + 1)?,
-        circuit: rows::circuit(row, width + 2)?,
+        circuit,
     })
 }
 

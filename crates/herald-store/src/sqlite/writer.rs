@@ -46,18 +46,28 @@ pub(super) enum Lane {
 /// A queued write, run on the writer thread, answered after its group commits.
 trait WriteJob: Send {
     /// Runs the write inside the group's open transaction.
-    fn run(&mut self, connection: &Connection);
+    /// Returns `false` if the group's transaction can no longer be trusted (SQLite
+    /// rolled it back, or a savepoint could not be undone).
+    fn run(&mut self, connection: &Connection) -> bool;
     /// Answers the caller once the group's commit has succeeded or failed.
     fn finish(self: Box<Self>, commit: Result<(), CommitError>);
 }
 
-/// The commit of a group failed; every write in it is reported failed.
+/// The group's transaction failed; every write in it is reported failed.
 #[derive(Debug, Clone)]
-struct CommitError(Arc<rusqlite::Error>);
+enum CommitError {
+    /// `BEGIN` or `COMMIT` failed.
+    Failed(Arc<rusqlite::Error>),
+    /// A write left the transaction unusable, so the whole group was rolled back.
+    Aborted,
+}
 
 impl fmt::Display for CommitError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "the group commit failed: {}", self.0)
+        match self {
+            Self::Failed(error) => write!(f, "the group commit failed: {error}"),
+            Self::Aborted => f.write_str("the group's transaction was rolled back"),
+        }
     }
 }
 
@@ -74,10 +84,13 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T, StoreError> + Send,
 {
-    fn run(&mut self, connection: &Connection) {
-        if let Some(work) = self.work.take() {
-            self.outcome = Some(run_in_savepoint(connection, work));
-        }
+    fn run(&mut self, connection: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return true;
+        };
+        let (outcome, sound) = run_in_savepoint(connection, work);
+        self.outcome = Some(outcome);
+        sound
     }
 
     fn finish(self: Box<Self>, commit: Result<(), CommitError>) {
@@ -91,23 +104,28 @@ where
     }
 }
 
+/// Runs `work` in a savepoint of the open transaction, undoing it if it fails; also
+/// says whether the transaction is still sound afterwards.
 fn run_in_savepoint<T>(
     connection: &Connection,
     work: impl FnOnce(&Connection) -> Result<T, StoreError>,
-) -> Result<T, StoreError> {
+) -> (Result<T, StoreError>, bool) {
     let run = |sql: &str| {
         connection
             .prepare_cached(sql)
             .and_then(|mut statement| statement.execute([]))
             .map_err(translate)
     };
-    run("SAVEPOINT job")?;
-    let outcome = work(connection);
-    if outcome.is_err() {
-        run("ROLLBACK TO job")?;
+    if let Err(error) = run("SAVEPOINT job") {
+        return (Err(error), !connection.is_autocommit());
     }
-    run("RELEASE job")?;
-    outcome
+    let outcome = work(connection);
+    let undone = outcome.is_ok() || run("ROLLBACK TO job").is_ok();
+    let released = run("RELEASE job").is_ok();
+    // Some errors (disk full, I/O) make SQLite roll back the whole transaction: then
+    // nothing of the group may be reported committed.
+    let sound = undone && released && !connection.is_autocommit();
+    (outcome, sound)
 }
 
 /// The writer thread has stopped, so the write was not made.
@@ -227,8 +245,7 @@ fn run_group(
     lanes: &mut Lanes,
     jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>,
 ) -> (Vec<Box<dyn WriteJob>>, Result<(), CommitError>) {
-    let shared = |error| CommitError(Arc::new(error));
-    let started = Instant::now();
+    let shared = |error| CommitError::Failed(Arc::new(error));
     let mut group = Vec::new();
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran: fail one write so the error reaches a caller, not a loop.
@@ -237,13 +254,21 @@ fn run_group(
         }
         return (group, Err(shared(error)));
     }
-    while group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET {
+    let started = Instant::now();
+    while group.is_empty() || (group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET) {
         lanes.take_arrivals(jobs);
         let Some(mut job) = lanes.next() else {
             break;
         };
-        job.run(connection);
+        let sound = job.run(connection);
         group.push(job);
+        if !sound {
+            tracing::error!("a write left the SQLite transaction unusable; failing its group");
+            if !connection.is_autocommit() {
+                let _ = connection.execute_batch("ROLLBACK");
+            }
+            return (group, Err(CommitError::Aborted));
+        }
     }
     if let Err(error) = connection.execute_batch("COMMIT") {
         tracing::error!(%error, "SQLite group commit failed; rolling back");
@@ -263,8 +288,9 @@ mod tests {
     struct Noted(&'static str, Arc<Mutex<Vec<&'static str>>>);
 
     impl WriteJob for Noted {
-        fn run(&mut self, _: &Connection) {
+        fn run(&mut self, _: &Connection) -> bool {
             self.1.lock().expect("log").push(self.0);
+            true
         }
         fn finish(self: Box<Self>, _: Result<(), CommitError>) {}
     }

@@ -666,7 +666,7 @@ pub async fn circuits_are_saved_per_target(backend: Backend) {
         "another tenant's target"
     );
     assert!(store.delete_target(&acme, &doomed.id).await.unwrap());
-    circuit.record_success(at(40));
+    circuit.record_success(at(40), at(40));
     store
         .save_circuits(vec![
             (target.clone(), circuit),

@@ -52,7 +52,8 @@ impl IngestLimits {
         let Some(Some(bucket)) = buckets.get_mut(tenant) else {
             return Ok(None);
         };
-        let wanted = f64::from(count).min(bucket.burst());
+        // Whole tokens only: a fractional burst (a rate of 1.5/s) still admits batches.
+        let wanted = f64::from(count).min(bucket.burst().floor().max(1.0));
         let available = bucket.available(now);
         if f64::from(available) < wanted {
             let wait = bucket.seconds_until(wanted, now).max(1.0);

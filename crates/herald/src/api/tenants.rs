@@ -199,7 +199,9 @@ pub async fn delete_tenant(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.management.delete_tenant(&tenant_id(&id)?).await?;
+    let id = tenant_id(&id)?;
+    state.management.delete_tenant(&id).await?;
+    state.ingest_limits.forget(&id);
     Ok(StatusCode::NO_CONTENT)
 }
 

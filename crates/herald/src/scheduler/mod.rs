@@ -76,9 +76,49 @@ impl SchedulerSettings {
 struct Finished {
     target_id: TargetId,
     retry: bool,
+    /// `None` when the attempt's task ended without an outcome (a bug): its lease
+    /// expires and the delivery is attempted again.
+    outcome: Option<Attempted>,
+}
+
+/// What an attempt did.
+struct Attempted {
     sent_at: Timestamp,
     result: AttemptResult,
     record: OutcomeRecord,
+}
+
+/// Tells the scheduler about an attempt it started, even if the attempt's task ends
+/// early (a panic), so the target's in-flight count can never stay stuck.
+struct Reporter {
+    finished: mpsc::UnboundedSender<Finished>,
+    target_id: TargetId,
+    retry: bool,
+    reported: bool,
+}
+
+impl Reporter {
+    fn report(mut self, attempted: Attempted) {
+        self.reported = true;
+        // A stopped scheduler drops it: the lease expires and the delivery is retried.
+        let _ = self.finished.send(Finished {
+            target_id: self.target_id.clone(),
+            retry: self.retry,
+            outcome: Some(attempted),
+        });
+    }
+}
+
+impl Drop for Reporter {
+    fn drop(&mut self) {
+        if !self.reported {
+            let _ = self.finished.send(Finished {
+                target_id: self.target_id.clone(),
+                retry: self.retry,
+                outcome: None,
+            });
+        }
+    }
 }
 
 /// Claims due deliveries and starts their attempts.
@@ -156,7 +196,7 @@ impl Scheduler {
                 () = self.hints.arrived() => {}
                 () = tokio::time::sleep_until(wake) => {}
                 // A dropped sender (the app dropped without `stop`) means stop too.
-                _ = shutdown.changed() => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
             }
         }
         self.drain(grace).await;
@@ -215,6 +255,8 @@ impl Scheduler {
         for flow in self.targets.values_mut() {
             flow.first_due = None;
             flow.retry_due = None;
+            // Absent from the scan: the disable is committed (or the target deleted).
+            flow.gone_since = None;
         }
         for found in waiting {
             let target = Arc::new(found.target);
@@ -303,6 +345,13 @@ impl Scheduler {
             let Some(flow) = self.targets.get_mut(&request.target_id) else {
                 continue;
             };
+            if flow.first_due.is_some_and(|due| due <= now)
+                && flow.retry_due.is_some_and(|due| due <= now)
+            {
+                // Both lanes wanted this pass: the other goes first next time (this
+                // matters when only one delivery may go, e.g. under a slow rate).
+                flow.retry_turn = !flow.retry_turn;
+            }
             let (first, retries) = got.get(&request.target_id).copied().unwrap_or_default();
             // A lane that gave less than asked has nothing more due now; what it has
             // for later comes back with a hint or the next rescan.
@@ -311,9 +360,6 @@ impl Scheduler {
             }
             if retries < request.retries {
                 flow.retry_due = None;
-            }
-            if request.first_attempts > 0 && request.retries > 0 {
-                flow.retry_turn = !flow.retry_turn;
             }
         }
         for claim in claims {
@@ -348,7 +394,12 @@ impl Scheduler {
     fn spawn_attempt(&self, claim: Claim, retry: bool) {
         let dispatcher = self.dispatcher.clone();
         let settings = Arc::clone(&self.settings);
-        let finished = self.finished_tx.clone();
+        let reporter = Reporter {
+            finished: self.finished_tx.clone(),
+            target_id: claim.delivery.target_id.clone(),
+            retry,
+            reported: false,
+        };
         tokio::spawn(async move {
             let (result, attempt) = dispatcher.attempt(&claim).await;
             let delivery = &claim.delivery;
@@ -376,10 +427,7 @@ impl Scheduler {
                 attempt,
                 verdict,
             };
-            // A stopped scheduler drops it: the lease expires and the delivery is retried.
-            let _ = finished.send(Finished {
-                target_id: claim.delivery.target_id.clone(),
-                retry,
+            reporter.report(Attempted {
                 sent_at,
                 result,
                 record,
@@ -394,36 +442,39 @@ impl Scheduler {
         if finished.retry {
             self.retries_in_flight = self.retries_in_flight.saturating_sub(1);
         }
-        let signal = feedback(&finished.result);
-        let settings = Arc::clone(&self.settings);
         if let Some(flow) = self.targets.get_mut(&finished.target_id) {
             flow.in_flight = flow.in_flight.saturating_sub(1);
             if finished.retry {
                 flow.retries_in_flight = flow.retries_in_flight.saturating_sub(1);
             }
+        }
+        let Some(attempted) = finished.outcome else {
+            tracing::error!(target = %finished.target_id, "an attempt ended without an outcome; its lease will expire and it will be retried");
+            return;
+        };
+        let signal = feedback(&attempted.result);
+        let settings = Arc::clone(&self.settings);
+        if let Some(flow) = self.targets.get_mut(&finished.target_id) {
             let before = flow.circuit;
             match signal.health {
                 Health::Healthy => {
-                    flow.circuit.record_success(now);
+                    flow.circuit.record_success(attempted.sent_at, now);
                     flow.window.record_success();
                 }
                 Health::Unhealthy => flow.circuit.record_failure(now, &settings.circuit),
                 Health::Neutral => {}
             }
             if signal.congested {
-                flow.window.record_congestion(finished.sent_at, now);
+                flow.window.record_congestion(attempted.sent_at, now);
             }
             if let Some(asked) = signal.pause {
                 let floor = settings.policy.initial.min(settings.policy.max_delay);
                 let until = now.plus(asked.clamp(floor, settings.policy.max_delay));
                 flow.paused_until = Some(flow.paused_until.map_or(until, |u| u.max(until)));
             }
-            if signal.gone && flow.target.active {
+            if signal.gone && flow.gone_since.is_none() {
                 let reason = "the target answered 410 Gone";
-                let mut target = (*flow.target).clone();
-                target.active = false;
-                target.disabled_reason = Some(reason.to_owned());
-                flow.target = Arc::new(target);
+                flow.gone_since = Some(flow.target.updated_at);
                 tracing::warn!(target = %finished.target_id, "target answered 410 Gone; disabling it");
                 let _ = self.recorder.send(Record::Disable(
                     finished.target_id.clone(),
@@ -440,7 +491,7 @@ impl Scheduler {
                 self.save_circuit(&finished.target_id);
             }
         }
-        let _ = self.recorder.send(Record::Outcome(finished.record));
+        let _ = self.recorder.send(Record::Outcome(attempted.record));
     }
 
     fn save_circuit(&self, target: &TargetId) {

@@ -37,8 +37,21 @@ pub fn plan(
     retry_capacity: u32,
     rotation: usize,
 ) -> Vec<ClaimRequest> {
+    // A target with only retries due cannot use more than the retry capacity; capping
+    // its demand first lets the fair share hand the rest to others.
+    let capped: Vec<Demand> = demands
+        .iter()
+        .map(|d| Demand {
+            count: if d.first_due {
+                d.count
+            } else {
+                d.count.min(retry_capacity)
+            },
+            ..d.clone()
+        })
+        .collect();
     let mut by_tenant: BTreeMap<&TenantId, Vec<&Demand>> = BTreeMap::new();
-    for demand in demands.iter().filter(|d| d.count > 0) {
+    for demand in capped.iter().filter(|d| d.count > 0) {
         by_tenant.entry(&demand.tenant_id).or_default().push(demand);
     }
     let tenant_demands: Vec<u32> = by_tenant
@@ -77,11 +90,8 @@ fn split_lanes(demand: &Demand, share: u32, retries_left: u32) -> (u32, u32) {
         (true, true) => share / 2,
     };
     let retries = wanted_retries.min(retries_left);
-    let first_attempts = if demand.first_due {
-        share - wanted_retries
-    } else {
-        0
-    };
+    // What retries cannot use goes to first attempts.
+    let first_attempts = if demand.first_due { share - retries } else { 0 };
     (first_attempts, retries)
 }
 
@@ -144,13 +154,29 @@ mod tests {
         let requests = plan(std::slice::from_ref(&both), 10, 10, 0);
         assert_eq!((requests[0].first_attempts, requests[0].retries), (5, 5));
         let requests = plan(std::slice::from_ref(&both), 10, 2, 0);
-        assert_eq!((requests[0].first_attempts, requests[0].retries), (5, 2));
+        assert_eq!(
+            (requests[0].first_attempts, requests[0].retries),
+            (8, 2),
+            "what retries may not use goes to first attempts"
+        );
         let only_retries = demand(&tenant, 10, false, true);
         let requests = plan(&[only_retries], 10, 0, 0);
         assert!(
             requests.is_empty(),
             "no retry capacity left: nothing to claim"
         );
+    }
+
+    #[test]
+    fn capped_retries_leave_their_share_to_other_tenants() {
+        let (retrying, fresh) = (TenantId::generate(), TenantId::generate());
+        let demands = vec![
+            demand(&retrying, 100, false, true),
+            demand(&fresh, 100, true, false),
+        ];
+        let requests = plan(&demands, 10, 2, 0);
+        assert_eq!(total(&requests, &demands[0].target_id), 2);
+        assert_eq!(total(&requests, &demands[1].target_id), 8);
     }
 
     #[test]

@@ -59,6 +59,10 @@ pub struct TargetFlow {
     pub circuit: Circuit,
     /// When both lanes are due and only one request may go, whose turn it is.
     pub retry_turn: bool,
+    /// The target answered `410 Gone`; this was its `updated_at` then. Nothing is
+    /// sent until the store shows a newer version of it (switched on again by hand),
+    /// even if a scan read before the disable was committed still shows it active.
+    pub gone_since: Option<Timestamp>,
 }
 
 impl TargetFlow {
@@ -77,11 +81,18 @@ impl TargetFlow {
             retries_in_flight: 0,
             paused_until: None,
             retry_turn: false,
+            gone_since: None,
         }
     }
 
     /// Takes a newer configuration of the target.
     pub fn reconfigure(&mut self, target: Arc<Target>, now: Timestamp) {
+        if self
+            .gone_since
+            .is_some_and(|version| target.updated_at > version)
+        {
+            self.gone_since = None;
+        }
         self.window.set_max(target.max_in_flight.get());
         self.bucket = match (target.rate_limit, self.bucket.take()) {
             (None, _) => None,
@@ -94,19 +105,21 @@ impl TargetFlow {
         self.target = target;
     }
 
-    /// Whether the scheduler can forget this target (it has nothing to remember).
+    /// Whether the scheduler can forget this target: nothing in flight, nothing
+    /// waiting, no pause. A circuit that is not closed is saved in the store and read
+    /// back when the target has work again.
     pub fn is_idle(&self, now: Timestamp) -> bool {
         self.in_flight == 0
             && self.first_due.is_none()
             && self.retry_due.is_none()
-            && self.circuit.state == herald_core::flow::CircuitState::Closed
+            && self.gone_since.is_none()
             && self.paused_until.is_none_or(|until| until <= now)
     }
 
     /// How much the target may be sent at `now`, under every limit at once: active,
     /// not paused, circuit, concurrency window, rate.
     pub fn allowance(&mut self, now: Timestamp) -> Allowance {
-        if !self.target.active {
+        if !self.target.active || self.gone_since.is_some() {
             return Allowance::none(None);
         }
         let first_due = self.first_due.is_some_and(|due| due <= now);

@@ -361,6 +361,36 @@ async fn a_410_disables_the_target_and_switching_it_back_on_resumes_delivery() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_are_not_starved_behind_fresh_deliveries_on_a_one_at_a_time_target() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant("Acme").await;
+    let receiver =
+        TestReceiver::scripted(Arc::new(|n| (if n == 0 { 500 } else { 200 }, Vec::new()))).await;
+    receiver.set_delay(Duration::from_millis(30));
+    target_with(
+        &app,
+        &key,
+        &receiver.url("/one"),
+        json!({ "maxInFlight": 1 }),
+    )
+    .await;
+    publish(&app, &key, 1).await;
+    eventually("the first failure", || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+    // About a second of fresh work; the retry is due within 400 ms.
+    publish(&app, &key, 30).await;
+    wait_for_succeeded(&app, &key, 31).await;
+    let position = receiver
+        .received()
+        .iter()
+        .position(|r| r.header("herald-attempt") == "2")
+        .expect("the retry was sent");
+    assert!(position < 25, "the retry waited behind {position} requests");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_tenant_and_a_blackhole_do_not_delay_a_quiet_tenant() {
     let app = TestApp::spawn_with(|args| args.delivery_concurrency = Some("8".into())).await;
     let (_, loud) = app.tenant("Loud").await;
@@ -482,6 +512,26 @@ async fn the_tenant_ingest_limit_answers_429_and_drops_nothing_accepted() {
         .await
         .expect(200);
     assert_eq!(patched["ingestRateLimit"], Value::Null);
+    // A fractional rate still admits a batch up to its whole burst.
+    app.patch(
+        &format!("/v1/tenants/{tenant}"),
+        crate::helpers::ADMIN,
+        json!({ "ingestRateLimit": 2.5 }),
+    )
+    .await
+    .expect(200);
+    let pair = json!({ "events": [
+        { "type": "metered.event", "payload": {} },
+        { "type": "metered.event", "payload": {} }
+    ]});
+    app.post("/v1/events/batch", &key, pair).await.expect(200);
+    app.patch(
+        &format!("/v1/tenants/{tenant}"),
+        crate::helpers::ADMIN,
+        json!({ "ingestRateLimit": null }),
+    )
+    .await
+    .expect(200);
     for _ in 0..20 {
         assert_eq!(send().await.status(), 202);
     }
