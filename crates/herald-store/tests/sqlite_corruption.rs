@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use herald_core::filter::EventType;
+use herald_core::id::TargetId;
 use herald_core::model::{
     ContentType, CustomHeaders, FilterPatterns, NewEvent, NewFilter, NewSubscription, NewTarget,
     NewTenant, TargetUrl, TenantName,
@@ -15,10 +16,10 @@ use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
 use herald_store::sqlite::DATABASE_FILE;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(SqliteStore::open(dir.path()).expect("open"));
+/// A store in `dir` with one tenant, `targets` targets subscribed to everything, and one
+/// event published to them; returns the store and the target ids.
+async fn one_event_to(dir: &std::path::Path, targets: usize) -> (Store, Vec<TargetId>) {
+    let store = Store::new(SqliteStore::open(dir).expect("open"));
     let service = Management::new(store.clone());
     let (tenant, _) = service
         .create_tenant(NewTenant {
@@ -27,16 +28,6 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
         })
         .await
         .expect("tenant");
-    let new_target = || NewTarget {
-        url: TargetUrl::parse("https://example.com/hook", "url").expect("url"),
-        description: None,
-        secret: None,
-        headers: CustomHeaders::default(),
-        rate_limit: None,
-        max_in_flight: None,
-        timeout: None,
-        active: None,
-    };
     let patterns = FilterPatterns::parse(&["*".to_owned()], "events").expect("patterns");
     let filter = service
         .create_filter(
@@ -48,13 +39,23 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
         )
         .await
         .expect("filter");
-    let mut targets = Vec::new();
-    for _ in 0..3 {
+    let mut ids = Vec::new();
+    for _ in 0..targets {
+        let new_target = NewTarget {
+            url: TargetUrl::parse("https://example.com/hook", "url").expect("url"),
+            description: None,
+            secret: None,
+            headers: CustomHeaders::default(),
+            rate_limit: None,
+            max_in_flight: None,
+            timeout: None,
+            active: None,
+        };
         let target = service
-            .create_target(&tenant.id, new_target())
+            .create_target(&tenant.id, new_target)
             .await
             .expect("target");
-        targets.push(target.id.clone());
+        ids.push(target.id.clone());
         let subscription = NewSubscription {
             target_id: target.id,
             filter_id: filter.id.clone(),
@@ -75,7 +76,14 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
         .publish(&tenant.id, vec![event])
         .await
         .expect("publish");
-    assert_eq!(published[0].deliveries, 3);
+    assert_eq!(published[0].deliveries as usize, targets);
+    (store, ids)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, targets) = one_event_to(dir.path(), 3).await;
 
     let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
     raw.execute("UPDATE deliveries SET event_type = 'not..valid' WHERE id = (SELECT MIN(id) FROM deliveries)", [])
@@ -118,67 +126,7 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreadable_target_is_skipped_and_the_others_keep_flowing() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::new(SqliteStore::open(dir.path()).expect("open"));
-    let service = Management::new(store.clone());
-    let (tenant, _) = service
-        .create_tenant(NewTenant {
-            name: TenantName::parse("Acme", "name").expect("name"),
-            ingest_rate_limit: None,
-        })
-        .await
-        .expect("tenant");
-    let patterns = FilterPatterns::parse(&["*".to_owned()], "events").expect("patterns");
-    let filter = service
-        .create_filter(
-            &tenant.id,
-            NewFilter {
-                description: None,
-                patterns,
-            },
-        )
-        .await
-        .expect("filter");
-    let mut targets = Vec::new();
-    for _ in 0..2 {
-        let target = service
-            .create_target(
-                &tenant.id,
-                NewTarget {
-                    url: TargetUrl::parse("https://example.com/hook", "url").expect("url"),
-                    description: None,
-                    secret: None,
-                    headers: CustomHeaders::default(),
-                    rate_limit: None,
-                    max_in_flight: None,
-                    timeout: None,
-                    active: None,
-                },
-            )
-            .await
-            .expect("target");
-        service
-            .create_subscription(
-                &tenant.id,
-                NewSubscription {
-                    target_id: target.id.clone(),
-                    filter_id: filter.id.clone(),
-                    active: None,
-                },
-            )
-            .await
-            .expect("subscription");
-        targets.push(target.id);
-    }
-    let event = NewEvent {
-        event_type: EventType::parse("a.b", "type").expect("type"),
-        payload: Bytes::from_static(b"{}"),
-        content_type: ContentType::json(),
-        idempotency_key: None,
-    };
-    service
-        .publish(&tenant.id, vec![event])
-        .await
-        .expect("publish");
+    let (store, targets) = one_event_to(dir.path(), 2).await;
 
     let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
     raw.execute(
