@@ -14,6 +14,7 @@ use herald_core::service::Management;
 use herald_core::store::{Store, StoreError};
 use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
+use herald_store::sqlite::CommitObserver;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
@@ -23,6 +24,7 @@ use crate::api::{self, AppState, IngestLimits};
 use crate::config::Config;
 use crate::dispatcher::ssrf::Guard;
 use crate::dispatcher::{ClientError, Dispatcher};
+use crate::metrics::Metrics;
 use crate::outcome;
 use crate::scheduler::{Hints, Scheduler, SchedulerSettings};
 
@@ -111,7 +113,8 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
     let admin = admin_token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
-    let store = open_store(&config.data_dir).await?;
+    let metrics = Metrics::new();
+    let store = open_store(&config.data_dir, &metrics).await?;
     // This process alone uses the embedded store (the lock proves it), so whatever the
     // last process had in flight when it stopped is due again now.
     let released = store
@@ -128,7 +131,12 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         );
     }
     let hints = Arc::new(Hints::default());
-    let (engine_stop, engine) = start_engine(config, store.clone(), Arc::clone(&hints))?;
+    let (engine_stop, engine) = start_engine(
+        config,
+        store.clone(),
+        Arc::clone(&hints),
+        Arc::clone(&metrics),
+    )?;
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| StartError::Listen {
@@ -145,6 +153,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         hints,
         max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
         ingest_limits: Arc::new(IngestLimits::new(config.tenant_rate_limit)),
+        metrics,
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
@@ -172,6 +181,7 @@ fn start_engine(
     config: &Config,
     store: Store,
     hints: Arc<Hints>,
+    metrics: Arc<Metrics>,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), StartError> {
     let dispatcher = Dispatcher::new(Guard::new(config.allow_targets.clone()))?;
     let settings = SchedulerSettings {
@@ -191,6 +201,7 @@ fn start_engine(
         settings,
         Arc::clone(&hints),
         records,
+        metrics,
     );
     let (stop, stopped) = watch::channel(false);
     let engine = tokio::spawn(async move {
@@ -230,9 +241,11 @@ fn prepare_data_dir(path: &Path) -> io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-async fn open_store(data_dir: &Path) -> Result<Store, StartError> {
+async fn open_store(data_dir: &Path, metrics: &Arc<Metrics>) -> Result<Store, StartError> {
     let path = data_dir.to_owned();
-    let opened = tokio::task::spawn_blocking(move || SqliteStore::open(&path))
+    let metrics = Arc::clone(metrics);
+    let observer: CommitObserver = Arc::new(move |took| metrics.commit_took(took));
+    let opened = tokio::task::spawn_blocking(move || SqliteStore::open_observed(&path, observer))
         .await
         .map_err(StoreError::backend)
         .and_then(|result| result);

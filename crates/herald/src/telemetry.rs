@@ -1,5 +1,7 @@
 //! Logging: JSON lines when stdout is not a terminal (for collectors), readable text
-//! when it is; the level comes from `RUST_LOG` (default `info`).
+//! when it is; the level comes from `RUST_LOG` (default `info`). A line logged while
+//! a delivery is attempted carries the delivery's span: tenant, event, delivery and
+//! target ids and the attempt number. Payloads, bodies and secrets are never logged.
 
 use std::io::IsTerminal;
 
@@ -17,7 +19,8 @@ pub fn init() {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(false)
+            .with_current_span(true)
+            .with_span_list(false)
             .init();
     }
 }

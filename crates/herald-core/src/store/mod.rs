@@ -26,7 +26,7 @@ use crate::time::Timestamp;
 
 pub use page::{Page, PageRequest};
 pub use queue::{
-    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Requeue,
+    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, QueueStats, Requeue,
     WaitingTarget,
 };
 
@@ -239,6 +239,9 @@ pub trait StoreBackend: Send + Sync + 'static {
         outcomes: Vec<OutcomeRecord>,
         now: Timestamp,
     ) -> Result<Vec<bool>, StoreError>;
+    /// How many pending deliveries are due at `now` and later, and how many circuits
+    /// are not closed.
+    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
     /// Puts deliveries whose lease expired by `now` back in their lanes, due at once
     /// (their worker is presumed dead). Returns how many.
     async fn recover_expired_leases(&self, now: Timestamp) -> Result<u64, StoreError>;

@@ -96,6 +96,17 @@ pub struct ClaimRequest {
     pub retries: u32,
 }
 
+/// How much work waits, for metrics and autoscaling.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Pending deliveries due now.
+    pub due: u64,
+    /// Pending deliveries due later.
+    pub waiting: u64,
+    /// Targets whose circuit is open or half-open.
+    pub open_circuits: u64,
+}
+
 /// A claimed delivery with everything needed to attempt it.
 #[derive(Debug, Clone)]
 pub struct Claim {

@@ -13,7 +13,7 @@ use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target,
 use herald_core::routing::Route;
 use herald_core::store::{
     Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
-    Requeue, StoreBackend, StoreError, WaitingTarget,
+    QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
@@ -575,6 +575,10 @@ impl StoreBackend for SqliteStore {
         self.writer
             .write(move |c| queue::record_outcomes(c, &outcomes, now))
             .await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
+        self.readers.read(move |c| queue::queue_stats(c, now)).await
     }
 
     async fn recover_expired_leases(&self, now: Timestamp) -> Result<u64, StoreError> {

@@ -15,6 +15,8 @@ mod schema;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::store::StoreError;
 use rusqlite::Connection;
@@ -24,6 +26,9 @@ use writer::Writer;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "herald.db";
+
+/// Told how long each group commit took (for a metrics histogram).
+pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A [`StoreBackend`](herald_core::store::StoreBackend) on one SQLite file.
 pub struct SqliteStore {
@@ -35,12 +40,17 @@ impl SqliteStore {
     /// Opens (creating if needed) the database in `data_dir`, brings its schema up to
     /// date and starts the writer thread.
     pub fn open(data_dir: &Path) -> Result<Self, StoreError> {
+        Self::open_observed(data_dir, Arc::new(|_| {}))
+    }
+
+    /// Like [`Self::open`], telling `observer` how long every group commit takes.
+    pub fn open_observed(data_dir: &Path, observer: CommitObserver) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
         let mut connection = open_connection(&path)?;
         configure_writer(&connection)?;
         schema::migrate(&mut connection)?;
         Ok(Self {
-            writer: Writer::start(connection)?,
+            writer: Writer::start(connection, observer)?,
             readers: Readers::new(path),
         })
     }

@@ -11,7 +11,7 @@ use herald_core::model::{Attempt, Delivery, Event, FilterPatterns};
 use herald_core::routing::Route;
 use herald_core::store::{
     Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
-    Requeue, StoreError, WaitingTarget,
+    QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -611,6 +611,33 @@ fn insert_attempt(connection: &Connection, attempt: &Attempt) -> Result<(), Stor
         ],
     )
     .map(drop)
+}
+
+pub(super) fn queue_stats(
+    connection: &Connection,
+    now: Timestamp,
+) -> Result<QueueStats, StoreError> {
+    let mut stats = QueueStats::default();
+    // One count per lane, so each reads only its own partial index.
+    for lane in ["attempts = 0", "attempts > 0"] {
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(next_attempt_at <= ?1), 0) FROM deliveries \
+             WHERE status = 'pending' AND {lane}"
+        );
+        let (all, due): (i64, i64) = connection
+            .prepare_cached(&sql)
+            .and_then(|mut s| s.query_row([now.as_millis()], |row| Ok((row.get(0)?, row.get(1)?))))
+            .map_err(translate)?;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        stats.due += count(due);
+        stats.waiting += count(all - due);
+    }
+    let open: i64 = connection
+        .prepare_cached("SELECT COUNT(*) FROM circuits WHERE state != 'closed'")
+        .and_then(|mut s| s.query_row([], |row| row.get(0)))
+        .map_err(translate)?;
+    stats.open_circuits = u64::try_from(open).unwrap_or(0);
+    Ok(stats)
 }
 
 /// Puts leased deliveries back in their lanes, due now at the latest: every lease

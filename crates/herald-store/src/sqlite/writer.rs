@@ -26,6 +26,7 @@ use herald_core::store::StoreError;
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
+use super::CommitObserver;
 use super::error::translate;
 
 /// Most writes committed together.
@@ -141,11 +142,14 @@ pub(super) struct Writer {
 
 impl Writer {
     /// Starts the writer thread on `connection`.
-    pub(super) fn start(connection: Connection) -> Result<Self, StoreError> {
+    pub(super) fn start(
+        connection: Connection,
+        observer: CommitObserver,
+    ) -> Result<Self, StoreError> {
         let (queue, jobs) = mpsc::channel();
         thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || write_loop(&connection, &jobs))
+            .spawn(move || write_loop(&connection, &jobs, &observer))
             .map_err(StoreError::backend)?;
         Ok(Self { queue })
     }
@@ -222,7 +226,11 @@ impl Lanes {
     }
 }
 
-fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>) {
+fn write_loop(
+    connection: &Connection,
+    jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>,
+    observer: &CommitObserver,
+) {
     let mut lanes = Lanes::default();
     loop {
         if lanes.is_empty() {
@@ -231,7 +239,11 @@ fn write_loop(connection: &Connection, jobs: &mpsc::Receiver<(Lane, Box<dyn Writ
                 Err(_) => return,
             }
         }
+        let started = Instant::now();
         let (group, commit) = run_group(connection, &mut lanes, jobs);
+        if commit.is_ok() {
+            observer(started.elapsed());
+        }
         for job in group {
             job.finish(commit.clone());
         }

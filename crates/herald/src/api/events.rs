@@ -160,6 +160,14 @@ fn envelope(input: &EventIn<'_>, state: &AppState) -> Result<NewEvent, ApiError>
     })
 }
 
+/// Counts the events a publish stored (duplicates stored nothing).
+fn count_ingested(state: &AppState, published: &[Published]) {
+    let new = published.iter().filter(|p| !p.duplicate).count();
+    state
+        .metrics
+        .events_ingested("http", u64::try_from(new).unwrap_or(u64::MAX));
+}
+
 /// The `RateLimit-*` headers of an admitted publish (none when the tenant is unlimited).
 fn quota_headers(quota: Option<Quota>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -180,6 +188,7 @@ async fn publish_one(
         .admit(&state.management, tenant, 1)
         .await?;
     let published = state.management.publish(tenant, vec![event]).await?;
+    count_ingested(state, &published);
     let published = published
         .into_iter()
         .next()
@@ -286,6 +295,7 @@ pub async fn publish_batch(
         None
     };
     let published = state.management.publish(&tenant, valid).await?;
+    count_ingested(&state, &published);
     state.hints.first_attempts(
         published.iter().flat_map(|p| p.targets.iter().cloned()),
         Timestamp::now(),

@@ -2,6 +2,9 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use herald_core::time::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -21,6 +24,25 @@ pub struct Health {
     responses((status = 200, description = "Alive", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
+}
+
+/// Prometheus metrics (OpenMetrics text): ingest, deliveries by result, attempt
+/// durations, in-flight requests, queue depth, open circuits, store commit time.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "The metrics", body = String,
+        content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
+pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
+    let stats = state
+        .management
+        .store()
+        .queue_stats(Timestamp::now())
+        .await
+        .map_err(ApiError::Unavailable)?;
+    state.metrics.set_queue(&stats);
+    Ok((
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        state.metrics.render(),
+    ))
 }
 
 /// Readiness: the store answers and its schema is current.

@@ -29,6 +29,7 @@ use axum::http::{Method, Uri};
 use herald_core::auth::KeyHash;
 use herald_core::service::Management;
 
+use crate::metrics::Metrics;
 use crate::scheduler::Hints;
 pub use ingest_limit::IngestLimits;
 use utoipa::{Modify, OpenApi};
@@ -55,6 +56,8 @@ pub struct AppState {
     pub max_payload: usize,
     /// Per-tenant ingest limits.
     pub ingest_limits: Arc<IngestLimits>,
+    /// The metrics `/metrics` exports.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Event intake, with its own body limit: the largest payload plus room for the
@@ -84,6 +87,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(docs::ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
         .routes(routes!(docs::openapi_json))
         .routes(routes!(tenants::create_tenant, tenants::list_tenants))
         .routes(routes!(

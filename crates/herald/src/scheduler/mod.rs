@@ -24,14 +24,17 @@ use std::time::Duration;
 
 use herald_core::flow::{CircuitPolicy, Health, feedback};
 use herald_core::id::TargetId;
-use herald_core::outcome::{AttemptResult, Progress, judge};
+use herald_core::model::DeliveryStatus;
+use herald_core::outcome::{AttemptResult, Progress, Verdict, judge};
 use herald_core::retry::RetryPolicy;
 use herald_core::store::{Claim, ClaimRequest, OutcomeRecord, Store, StoreError};
 use herald_core::time::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::dispatcher::Dispatcher;
+use crate::metrics::{DeliveryResult, Metrics};
 use crate::outcome::Record;
 
 pub use hints::Hints;
@@ -130,6 +133,7 @@ pub struct Scheduler {
     recorder: mpsc::UnboundedSender<Record>,
     finished_tx: mpsc::UnboundedSender<Finished>,
     finished_rx: mpsc::UnboundedReceiver<Finished>,
+    metrics: Arc<Metrics>,
     targets: HashMap<TargetId, TargetFlow>,
     in_flight: u32,
     retries_in_flight: u32,
@@ -137,16 +141,19 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    /// A scheduler sending outcomes to `recorder` and woken by `hints`.
+    /// A scheduler sending outcomes to `recorder`, woken by `hints`, counting in
+    /// `metrics`.
     pub fn new(
         store: Store,
         dispatcher: Dispatcher,
         settings: SchedulerSettings,
         hints: Arc<Hints>,
         recorder: mpsc::UnboundedSender<Record>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
         Self {
+            metrics,
             store,
             dispatcher,
             settings: Arc::new(settings),
@@ -388,6 +395,7 @@ impl Scheduler {
         if retry {
             self.retries_in_flight += 1;
         }
+        self.metrics.set_in_flight(self.in_flight);
         self.spawn_attempt(claim, retry);
     }
 
@@ -400,7 +408,14 @@ impl Scheduler {
             retry,
             reported: false,
         };
-        tokio::spawn(async move {
+        // Every log line of the attempt (SSRF refusals, failures) carries its ids.
+        let delivery = &claim.delivery;
+        let span = tracing::info_span!(
+            "delivery",
+            tenant = %delivery.tenant_id, event = %delivery.event_id, delivery = %delivery.id,
+            target = %delivery.target_id, attempt = delivery.attempts + 1,
+        );
+        let attempt_task = async move {
             let (result, attempt) = dispatcher.attempt(&claim).await;
             let delivery = &claim.delivery;
             let progress = Progress {
@@ -414,11 +429,7 @@ impl Scheduler {
                 &settings.policy,
                 rand::random::<f64>(),
             );
-            tracing::debug!(
-                tenant = %delivery.tenant_id, event = %delivery.event_id, delivery = %delivery.id,
-                target = %delivery.target_id, attempt = attempt.number, status = %verdict.status,
-                "attempt finished"
-            );
+            log_verdict(&verdict, attempt.duration_ms);
             let sent_at = attempt.started_at;
             let record = OutcomeRecord {
                 delivery_id: delivery.id.clone(),
@@ -432,7 +443,8 @@ impl Scheduler {
                 result,
                 record,
             });
-        });
+        };
+        tokio::spawn(attempt_task.instrument(span));
     }
 
     /// Applies what an attempt says about its target, then sends its outcome on.
@@ -448,10 +460,20 @@ impl Scheduler {
                 flow.retries_in_flight = flow.retries_in_flight.saturating_sub(1);
             }
         }
+        self.metrics.set_in_flight(self.in_flight);
         let Some(attempted) = finished.outcome else {
             tracing::error!(target = %finished.target_id, "an attempt ended without an outcome; its lease will expire and it will be retried");
             return;
         };
+        let result = match attempted.record.verdict.status {
+            DeliveryStatus::Succeeded => DeliveryResult::Success,
+            DeliveryStatus::Dead => DeliveryResult::Dead,
+            _ => DeliveryResult::Failure,
+        };
+        self.metrics.attempt_finished(
+            result,
+            Duration::from_millis(u64::from(attempted.record.attempt.duration_ms)),
+        );
         let signal = feedback(&attempted.result);
         let settings = Arc::clone(&self.settings);
         if let Some(flow) = self.targets.get_mut(&finished.target_id) {
@@ -500,6 +522,29 @@ impl Scheduler {
                 .recorder
                 .send(Record::Circuit(target.clone(), flow.circuit));
         }
+    }
+}
+
+/// Logs how an attempt ended (inside its span, which carries the ids). Never the
+/// payload or the response body.
+fn log_verdict(verdict: &Verdict, duration_ms: u32) {
+    let code = verdict.last_status_code;
+    let error = verdict.last_error.as_deref().unwrap_or_default();
+    match verdict.status {
+        DeliveryStatus::Succeeded => tracing::debug!(status_code = code, duration_ms, "delivered"),
+        DeliveryStatus::Dead => tracing::warn!(
+            status_code = code,
+            error,
+            duration_ms,
+            "attempt failed; the delivery is dead (see the dead letters)"
+        ),
+        _ => tracing::info!(
+            status_code = code,
+            error,
+            duration_ms,
+            next_attempt_at = verdict.next_attempt_at.as_millis(),
+            "attempt failed; retry scheduled"
+        ),
     }
 }
 

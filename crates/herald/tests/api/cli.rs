@@ -139,6 +139,9 @@ pub struct Server {
     child: Child,
     pub base: String,
     stdout: Vec<String>,
+    /// Lines printed since start-up; kept draining so the child never blocks on a
+    /// full pipe.
+    lines: mpsc::Receiver<String>,
 }
 
 impl Server {
@@ -148,22 +151,31 @@ impl Server {
 
     /// Starts `herald serve` on `data_dir` with extra flags.
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, extra, &[])
+    }
+
+    /// Starts `herald serve` on `data_dir` with extra flags and environment variables.
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = data_dir.to_str().expect("utf-8");
         let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
         args.extend_from_slice(extra);
-        let child = herald(&args)
+        let mut command = herald(&args);
+        command.envs(env.iter().copied());
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("herald starts");
+        let lines = forward_lines(child.stdout.take().expect("stdout"));
         let mut server = Self {
             child,
             base: String::new(),
             stdout: Vec::new(),
+            lines,
         };
-        let received = server.forward_stdout();
         while server.base.is_empty() {
-            let line = received
+            let line = server
+                .lines
                 .recv_timeout(Duration::from_secs(20))
                 .expect("herald reports where it listens");
             if let Some(rest) = line.split("listening on http://").nth(1) {
@@ -175,18 +187,10 @@ impl Server {
         server
     }
 
-    /// Sends each line the server prints to the returned channel.
-    fn forward_stdout(&mut self) -> mpsc::Receiver<String> {
-        let (lines, received) = mpsc::channel();
-        let stdout = self.child.stdout.take().expect("stdout");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        received
+    /// Everything the server printed so far.
+    pub fn output(&mut self) -> &[String] {
+        self.stdout.extend(self.lines.try_iter());
+        &self.stdout
     }
 
     pub fn terminate(mut self) {
@@ -198,6 +202,18 @@ impl Server {
         let status = self.child.wait().expect("herald exits");
         assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
     }
+}
+
+/// Sends each line of `stdout` to the returned channel, reading until the pipe closes.
+fn forward_lines(stdout: std::process::ChildStdout) -> mpsc::Receiver<String> {
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            // The receiver may be gone; keep reading so the server never blocks.
+            let _ = lines.send(line);
+        }
+    });
+    received
 }
 
 impl Server {

@@ -10,22 +10,6 @@ use serde_json::{Value, json};
 use crate::helpers::{TestApp, eventually, string};
 use crate::receiver::{Received, TestReceiver};
 
-/// A target at `url` with `settings` merged in, subscribed to every event; its id.
-async fn target_with(app: &TestApp, key: &str, url: &str, settings: Value) -> String {
-    let mut body = json!({ "url": url });
-    if let (Some(body), Some(settings)) = (body.as_object_mut(), settings.as_object()) {
-        body.extend(settings.clone());
-    }
-    let target = app
-        .post("/v1/webhooks/targets", key, body)
-        .await
-        .expect(201);
-    let filter = app.filter(key, &["*"]).await;
-    app.subscription(key, &string(&target["id"]), &string(&filter["id"]))
-        .await;
-    string(&target["id"])
-}
-
 async fn publish(app: &TestApp, key: &str, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for i in 0..n {
@@ -94,13 +78,9 @@ async fn the_circuit_opens_holds_deliveries_without_spending_attempts_and_a_prob
     .await;
     let (_, key) = app.tenant("Acme").await;
     let receiver = TestReceiver::scripted(always(500)).await;
-    let target = target_with(
-        &app,
-        &key,
-        &receiver.url("/down"),
-        json!({ "maxInFlight": 1 }),
-    )
-    .await;
+    let target = app
+        .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
+        .await;
 
     let closed = circuit(&app, &key, &target).await;
     assert_eq!(closed["state"], "closed");
@@ -155,13 +135,9 @@ async fn a_failed_probe_reopens_for_longer_and_the_state_survives_a_restart() {
     .await;
     let (_, key) = app.tenant("Acme").await;
     let receiver = TestReceiver::scripted(always(503)).await;
-    let target = target_with(
-        &app,
-        &key,
-        &receiver.url("/down"),
-        json!({ "maxInFlight": 1 }),
-    )
-    .await;
+    let target = app
+        .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
+        .await;
     publish(&app, &key, 2).await;
     let first = wait_for_circuit(&app, &key, &target, "open").await;
 
@@ -216,8 +192,7 @@ async fn a_rate_limited_target_gets_at_most_its_rate_while_its_backlog_drains() 
     let app = TestApp::spawn().await;
     let (_, key) = app.tenant("Acme").await;
     let receiver = TestReceiver::start().await;
-    target_with(
-        &app,
+    app.subscribed_target(
         &key,
         &receiver.url("/limited"),
         json!({ "rateLimitPerSecond": 20 }),
@@ -245,13 +220,8 @@ async fn max_in_flight_is_never_exceeded() {
     let (_, key) = app.tenant("Acme").await;
     let receiver = TestReceiver::start().await;
     receiver.set_delay(Duration::from_millis(150));
-    target_with(
-        &app,
-        &key,
-        &receiver.url("/slow"),
-        json!({ "maxInFlight": 3 }),
-    )
-    .await;
+    app.subscribed_target(&key, &receiver.url("/slow"), json!({ "maxInFlight": 3 }))
+        .await;
     publish(&app, &key, 24).await;
     wait_for_succeeded(&app, &key, 24).await;
     assert_eq!(
@@ -270,7 +240,8 @@ async fn a_429_with_retry_after_pauses_the_whole_target() {
         _ => (200, Vec::new()),
     }))
     .await;
-    target_with(&app, &key, &receiver.url("/busy"), json!({})).await;
+    app.subscribed_target(&key, &receiver.url("/busy"), json!({}))
+        .await;
     publish(&app, &key, 1).await;
     eventually("the 429", || async {
         (!receiver.received().is_empty()).then_some(())
@@ -296,8 +267,7 @@ async fn overload_answers_halve_the_target_concurrency() {
     let receiver =
         TestReceiver::scripted(Arc::new(|n| (if n < 8 { 502 } else { 200 }, Vec::new()))).await;
     receiver.set_delay(Duration::from_millis(300));
-    target_with(
-        &app,
+    app.subscribed_target(
         &key,
         &receiver.url("/overloaded"),
         json!({ "maxInFlight": 8 }),
@@ -325,7 +295,9 @@ async fn a_410_disables_the_target_and_switching_it_back_on_resumes_delivery() {
     let (_, key) = app.tenant("Acme").await;
     let receiver =
         TestReceiver::scripted(Arc::new(|n| (if n == 0 { 410 } else { 200 }, Vec::new()))).await;
-    let target = target_with(&app, &key, &receiver.url("/gone"), json!({})).await;
+    let target = app
+        .subscribed_target(&key, &receiver.url("/gone"), json!({}))
+        .await;
     publish(&app, &key, 1).await;
     let disabled = eventually("the target to be disabled", || async {
         let body = app
@@ -367,13 +339,8 @@ async fn retries_are_not_starved_behind_fresh_deliveries_on_a_one_at_a_time_targ
     let receiver =
         TestReceiver::scripted(Arc::new(|n| (if n == 0 { 500 } else { 200 }, Vec::new()))).await;
     receiver.set_delay(Duration::from_millis(30));
-    target_with(
-        &app,
-        &key,
-        &receiver.url("/one"),
-        json!({ "maxInFlight": 1 }),
-    )
-    .await;
+    app.subscribed_target(&key, &receiver.url("/one"), json!({ "maxInFlight": 1 }))
+        .await;
     publish(&app, &key, 1).await;
     eventually("the first failure", || async {
         (!receiver.received().is_empty()).then_some(())
@@ -398,16 +365,17 @@ async fn a_flooding_tenant_and_a_blackhole_do_not_delay_a_quiet_tenant() {
     let blackhole = TestReceiver::start().await;
     blackhole.set_delay(Duration::from_secs(30));
     let fast = TestReceiver::start().await;
-    target_with(
-        &app,
+    app.subscribed_target(
         &loud,
         &blackhole.url("/blackhole"),
         json!({ "timeoutMs": 5000, "maxInFlight": 4 }),
     )
     .await;
-    target_with(&app, &loud, &fast.url("/flood"), json!({})).await;
+    app.subscribed_target(&loud, &fast.url("/flood"), json!({}))
+        .await;
     let quiet_receiver = TestReceiver::start().await;
-    target_with(&app, &quiet, &quiet_receiver.url("/quiet"), json!({})).await;
+    app.subscribed_target(&quiet, &quiet_receiver.url("/quiet"), json!({}))
+        .await;
 
     // 300 events, each to the blackhole and the fast target.
     let batch: Vec<Value> = (0..300)
@@ -447,7 +415,8 @@ async fn the_tenant_ingest_limit_answers_429_and_drops_nothing_accepted() {
     assert_eq!(created["ingestRateLimit"], 5.0);
     let key = string(&created["apiKey"]);
     let receiver = TestReceiver::start().await;
-    target_with(&app, &key, &receiver.url("/metered"), json!({})).await;
+    app.subscribed_target(&key, &receiver.url("/metered"), json!({}))
+        .await;
 
     let send = || async {
         app.client

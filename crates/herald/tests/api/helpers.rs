@@ -167,6 +167,23 @@ impl TestApp {
             .expect(201)
     }
 
+    /// Creates a target at `url` with `settings` merged in, subscribed to every event;
+    /// returns its id.
+    pub async fn subscribed_target(&self, key: &str, url: &str, settings: Value) -> String {
+        let mut body = json!({ "url": url });
+        if let (Some(body), Some(settings)) = (body.as_object_mut(), settings.as_object()) {
+            body.extend(settings.clone());
+        }
+        let target = self
+            .post("/v1/webhooks/targets", key, body)
+            .await
+            .expect(201);
+        let filter = self.filter(key, &["*"]).await;
+        self.subscription(key, &string(&target["id"]), &string(&filter["id"]))
+            .await;
+        string(&target["id"])
+    }
+
     /// Every item of a list, following `nextCursor` with pages of `limit`; also
     /// returns how many pages it took.
     pub async fn list_all(&self, path: &str, key: &str, limit: u32) -> (Vec<Value>, usize) {

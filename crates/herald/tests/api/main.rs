@@ -10,6 +10,7 @@ mod flow_control;
 mod helpers;
 mod intake;
 mod isolation;
+mod observability;
 mod openapi;
 mod receiver;
 mod restart;

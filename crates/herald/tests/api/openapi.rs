@@ -12,6 +12,7 @@ use crate::helpers::TestApp;
 
 const EXPECTED_ROUTES: &[(&str, &str)] = &[
     ("get", "/healthz"),
+    ("get", "/metrics"),
     ("get", "/readyz"),
     ("get", "/openapi.json"),
     ("post", "/v1/tenants"),

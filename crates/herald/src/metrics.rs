@@ -1,0 +1,166 @@
+//! Prometheus metrics, one registry per running Herald (no global recorder, so tests
+//! can run several instances in one process and count exactly).
+//!
+//! Labels are bounded: a source, a result — never an id of a tenant, target or event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald_core::store::QueueStats;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+/// A label set of one bounded label.
+type Label = [(&'static str, &'static str); 1];
+
+/// The content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric Herald exports.
+pub struct Metrics {
+    registry: Registry,
+    events_ingested: Family<Label, Counter>,
+    deliveries: Family<Label, Counter>,
+    attempt_duration: Histogram,
+    in_flight: Gauge,
+    due: Gauge,
+    waiting: Gauge,
+    circuits_open: Gauge,
+    commit_duration: Histogram,
+}
+
+/// How an attempt ended, for `herald_deliveries_total{result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The target answered 2xx.
+    Success,
+    /// The attempt failed and a retry is scheduled.
+    Failure,
+    /// The attempt failed and the delivery is dead.
+    Dead,
+}
+
+impl DeliveryResult {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::Failure => "failure",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric at zero.
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("herald");
+        let events_ingested = Family::<Label, Counter>::default();
+        registry.register(
+            "events_ingested",
+            "Events accepted and committed, by source",
+            events_ingested.clone(),
+        );
+        let deliveries = Family::<Label, Counter>::default();
+        registry.register(
+            "deliveries",
+            "Delivery attempts by result: success, failure (a retry is scheduled) or dead",
+            deliveries.clone(),
+        );
+        // 1 ms to about 65 s: loopback answers to the longest target timeout.
+        let attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
+        registry.register_with_unit(
+            "attempt_duration",
+            "Time from sending a delivery to its answer (or failure)",
+            Unit::Seconds,
+            attempt_duration.clone(),
+        );
+        let in_flight = Gauge::default();
+        registry.register(
+            "requests_in_flight",
+            "Delivery requests under way",
+            in_flight.clone(),
+        );
+        let due = Gauge::default();
+        registry.register(
+            "deliveries_due",
+            "Pending deliveries due now (the backlog to autoscale on)",
+            due.clone(),
+        );
+        let waiting = Gauge::default();
+        registry.register(
+            "deliveries_waiting",
+            "Pending deliveries due later (retries waiting for their time)",
+            waiting.clone(),
+        );
+        let circuits_open = Gauge::default();
+        registry.register(
+            "circuits_open",
+            "Targets whose circuit is open or half-open",
+            circuits_open.clone(),
+        );
+        // 0.1 ms to about 3 s.
+        let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
+        registry.register_with_unit(
+            "store_commit",
+            "Time one group commit of the store takes",
+            Unit::Seconds,
+            commit_duration.clone(),
+        );
+        Arc::new(Self {
+            registry,
+            events_ingested,
+            deliveries,
+            attempt_duration,
+            in_flight,
+            due,
+            waiting,
+            circuits_open,
+            commit_duration,
+        })
+    }
+
+    /// Counts events ingested from `source` (`http`, `kafka`).
+    pub fn events_ingested(&self, source: &'static str, count: u64) {
+        self.events_ingested
+            .get_or_create(&[("source", source)])
+            .inc_by(count);
+    }
+
+    /// Counts one finished attempt and its duration.
+    pub fn attempt_finished(&self, result: DeliveryResult, duration: Duration) {
+        self.deliveries
+            .get_or_create(&[("result", result.label())])
+            .inc();
+        self.attempt_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Sets the number of requests under way.
+    pub fn set_in_flight(&self, count: u32) {
+        self.in_flight.set(i64::from(count));
+    }
+
+    /// Observes one store group commit.
+    pub fn commit_took(&self, duration: Duration) {
+        self.commit_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Sets the queue gauges from the store's counts.
+    pub fn set_queue(&self, stats: &QueueStats) {
+        let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+        self.due.set(gauge(stats.due));
+        self.waiting.set(gauge(stats.waiting));
+        self.circuits_open.set(gauge(stats.open_circuits));
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus scrapes natively).
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
