@@ -64,4 +64,5 @@ conformance!(
     claims_take_what_each_lane_of_each_target_is_asked,
     disabled_targets_keep_their_deliveries_waiting,
     circuits_are_saved_per_target,
+    queue_stats_count_due_and_waiting_work_and_open_circuits,
 );

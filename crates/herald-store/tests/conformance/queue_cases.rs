@@ -695,3 +695,47 @@ pub async fn circuits_are_saved_per_target(backend: Backend) {
     assert_eq!(circuit_of(target), Some(circuit));
     assert_eq!(circuit_of(&routes[1].0.id), None, "never saved");
 }
+
+pub async fn queue_stats_count_due_and_waiting_work_and_open_circuits(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    let mut later = event_record(&acme, "a.b", None, &targets, at(0));
+    for delivery in &mut later.deliveries {
+        delivery.next_attempt_at = at(60_000);
+    }
+    store
+        .insert_events(vec![
+            event_record(&acme, "a.b", None, &targets, at(0)),
+            later,
+        ])
+        .await
+        .unwrap();
+    let stats = store.queue_stats(at(10)).await.unwrap();
+    assert_eq!((stats.due, stats.waiting, stats.open_circuits), (2, 2, 0));
+
+    // A retry due later counts as waiting; claimed work counts as neither.
+    let claimed = claim_due(store, &routes, at(10), 1, LEASE).await.unwrap();
+    let retry = outcome(&claimed[0], DeliveryStatus::Pending, at(30_000), 500);
+    store.record_outcomes(vec![retry], at(20)).await.unwrap();
+    let mut open = Circuit::closed(at(0));
+    open.record_failure(
+        at(20),
+        &CircuitPolicy {
+            failures: 1,
+            cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(30),
+        },
+    );
+    store
+        .save_circuits(vec![(routes[0].0.id.clone(), open)])
+        .await
+        .unwrap();
+    let stats = store.queue_stats(at(20)).await.unwrap();
+    assert_eq!(claimed.len(), 2, "one due from each target");
+    assert_eq!(
+        (stats.due, stats.waiting, stats.open_circuits),
+        (0, 3, 1),
+        "one claimed delivery still in flight, one retry and two later ones waiting"
+    );
+}
