@@ -1,16 +1,21 @@
 //! `herald bench`: the load tool. It starts `herald serve` as a child process on a
-//! temporary data directory (the embedded store, default durability), a loopback
-//! receiver in this process, sets up targets through the public API, publishes events
+//! temporary data directory (the embedded store, default durability), loopback
+//! receivers in this process, sets up targets through the public API, publishes events
 //! (as fast as possible or at a fixed rate), and reports ingest/s, delivered/s,
-//! ingest→receipt latency percentiles and Herald's CPU time per delivery (from /proc).
+//! ingest→receipt latency percentiles, Herald's CPU time per delivery and the tool's
+//! own (both from /proc), and Herald's resident memory.
 //!
-//! Scenarios (`--scenario`): `throughput` (the default) and `fairness`.
+//! Named scenarios (`--scenario`), each printing one JSON line with `--json`:
+//! `throughput` (fan-out 1 by default), `fan-out-10`, `steady` (1,000 events/s),
+//! `backlog` (throughput with a million deliveries waiting, and memory), `baseline`
+//! (the tool alone: driver straight to receiver) and `fairness`.
 //!
 //! The payload carries the publish time, so the receiver measures latency without any
 //! shared state with Herald. Herald runs as its own process so its CPU time is its own.
 
 mod api;
 mod fairness;
+mod process;
 mod receiver;
 mod server;
 mod throughput;
@@ -22,8 +27,19 @@ use clap::{Args, ValueEnum};
 /// The scenarios the load tool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
-    /// One tenant publishing `--events` at `--fan-out`: throughput, latency, CPU.
+    /// One tenant publishing `--events` (default 50,000) at `--fan-out` (default 1) as
+    /// fast as possible: throughput, latency, CPU per delivery.
     Throughput,
+    /// `throughput` at fan-out 10 (10,000 events, 100,000 deliveries).
+    #[value(name = "fan-out-10")]
+    FanOut10,
+    /// A steady 1,000 events/s for 30 s: latency under a normal load.
+    Steady,
+    /// `throughput` on an empty queue, then again with `--backlog` deliveries waiting
+    /// (for a target limited to 0.01/s); the ratio and Herald's memory.
+    Backlog,
+    /// The tool alone: its producers publish straight to its receiver, no Herald.
+    Baseline,
     /// Tenant A floods `--flood-events` at its target, tenant B publishes
     /// `--quiet-rate` events/s to its own, tenant C's target never answers: B's latency
     /// with and without the flood.
@@ -36,15 +52,19 @@ pub struct BenchArgs {
     /// Which scenario to run.
     #[arg(long, value_enum, default_value_t = Scenario::Throughput)]
     pub scenario: Scenario,
-    /// Events to publish.
-    #[arg(long, default_value_t = 20_000)]
-    pub events: u64,
-    /// Targets each event fans out to.
-    #[arg(long, default_value_t = 1)]
-    pub fan_out: u32,
-    /// Events per second across all producers; 0 publishes as fast as possible.
-    #[arg(long, default_value_t = 0)]
-    pub rate: u64,
+    /// Events to publish [default: set by the scenario].
+    #[arg(long)]
+    pub events: Option<u64>,
+    /// Targets each event fans out to [default: set by the scenario].
+    #[arg(long)]
+    pub fan_out: Option<u32>,
+    /// Events per second across all producers; 0 publishes as fast as possible
+    /// [default: set by the scenario].
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Backlog: deliveries waiting while throughput is measured.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub backlog: u64,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 1024)]
     pub payload_bytes: usize,
@@ -69,8 +89,8 @@ pub struct BenchArgs {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::dispatcher::install_crypto_provider();
     match args.scenario {
-        Scenario::Throughput => throughput::run(args).await,
         Scenario::Fairness => fairness::run(args).await,
+        _ => throughput::run(args).await,
     }
 }
 

@@ -69,19 +69,14 @@ impl ChildServer {
         })
     }
 
-    /// The server's user + system CPU time so far, in seconds, from /proc.
+    /// The server's user + system CPU time so far, in seconds.
     pub fn cpu_seconds(&self) -> anyhow::Result<f64> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
-        let after_name = stat.rsplit(')').next().context("malformed /proc stat")?;
-        let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let ticks: f64 = fields
-            .get(11..13)
-            .context("short /proc stat")?
-            .iter()
-            .map(|f| f.parse::<f64>().unwrap_or(0.0))
-            .sum();
-        Ok(ticks / CLOCK_TICKS_PER_SECOND)
+        super::process::cpu_seconds(self.child.id())
+    }
+
+    /// The server's resident memory, in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        super::process::rss_bytes(self.child.id())
     }
 
     /// Stops the server.
@@ -90,6 +85,3 @@ impl ChildServer {
         let _ = self.child.wait();
     }
 }
-
-/// `sysconf(_SC_CLK_TCK)` on Linux.
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;

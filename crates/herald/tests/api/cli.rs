@@ -296,4 +296,54 @@ fn the_load_tool_runs_and_reports_a_json_line() {
     );
     assert!(report["latencyMs"]["p99"].as_f64().is_some_and(|v| v > 0.0));
     assert!(report["cpuMsPerDelivery"].as_f64().is_some_and(|v| v > 0.0));
+    assert!(report["toolCpuMsPerDelivery"].as_f64().is_some());
+    assert!(report["heraldRssMb"].as_f64().is_some_and(|v| v > 1.0));
+    assert_eq!(report["scenario"], "throughput");
+}
+
+/// Runs `herald bench` with `args` and returns its JSON line.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench", "--producers", "4", "--json"];
+    all.extend_from_slice(args);
+    let output = run(&mut herald(&all));
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .expect("a JSON line");
+    serde_json::from_str(line).expect("valid JSON")
+}
+
+#[test]
+fn the_load_tool_measures_its_own_baseline_and_a_backlog() {
+    let baseline = bench_json(&["--scenario", "baseline", "--events", "300"]);
+    assert_eq!(baseline["scenario"], "baseline");
+    assert_eq!(baseline["deliveries"], 300);
+    assert!(
+        baseline.get("cpuMsPerDelivery").is_none(),
+        "no Herald in it"
+    );
+
+    let backlog = bench_json(&[
+        "--scenario",
+        "backlog",
+        "--backlog",
+        "3000",
+        "--events",
+        "200",
+    ]);
+    assert_eq!(backlog["scenario"], "backlog");
+    assert_eq!(backlog["backlog"], 3000);
+    assert_eq!(backlog["deliveries"], 200);
+    assert!(
+        backlog["ratioToEmptyQueue"]
+            .as_f64()
+            .is_some_and(|r| r > 0.0)
+    );
+    assert!(
+        backlog["heraldRssMbWaiting"]
+            .as_f64()
+            .is_some_and(|m| m > 1.0)
+    );
 }
