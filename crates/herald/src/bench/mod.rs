@@ -97,15 +97,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// An event envelope whose payload starts with the publish time in microseconds and
 /// is padded to `size` bytes.
 pub(crate) fn envelope(size: usize) -> String {
+    format!("{{\"type\":\"bench.event\",\"payload\":{}}}", payload(size))
+}
+
+/// A JSON payload starting with the current time in microseconds, padded to `size`
+/// bytes; the receiver reads the time back to measure latency.
+pub(crate) fn payload(size: usize) -> String {
     let micros = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
     let head = format!("{{\"t\":{micros},\"pad\":\"");
     let pad = size.saturating_sub(head.len() + 2);
-    format!(
-        "{{\"type\":\"bench.event\",\"payload\":{head}{}\"}}}}",
-        "x".repeat(pad)
-    )
+    format!("{head}{}\"}}", "x".repeat(pad))
 }
 
 /// The machine's cores and its 1/5/15-minute load, for every report.

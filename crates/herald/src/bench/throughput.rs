@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use super::api::Api;
 use super::receiver::Receiver;
 use super::server::ChildServer;
-use super::{BenchArgs, Scenario, envelope, machine_load, process};
+use super::{BenchArgs, Scenario, envelope, machine_load, payload, process};
 
 /// Events per preload request (the batch endpoint's maximum).
 const PRELOAD_BATCH: u64 = 1000;
@@ -105,7 +105,7 @@ async fn measure(
     let herald_cpu = server.cpu_seconds()?;
     let tool_cpu = process::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    publish(api, &key, load).await?;
+    publish(api, &key, load, envelope).await?;
     let ingest = started.elapsed();
     let deadline = Duration::from_secs(60) + Duration::from_millis(load.events);
     receiver.wait_for(load.deliveries(), deadline).await;
@@ -131,7 +131,8 @@ async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
     let load = Load { fan_out: 1, ..load };
     let tool_cpu = process::cpu_seconds(std::process::id())?;
     let started = Instant::now();
-    publish(&api, "baseline", load).await?;
+    // Straight to the receiver, the body is what Herald would deliver: the payload.
+    publish(&api, "baseline", load, payload).await?;
     let elapsed = started.elapsed();
     receiver
         .wait_for(load.events, Duration::from_secs(10))
@@ -204,8 +205,14 @@ async fn preload(
     Ok(())
 }
 
-/// Publishes `load.events` events from `load.producers` concurrent producers.
-async fn publish(api: &Api, key: &str, load: Load) -> anyhow::Result<()> {
+/// Publishes `load.events` bodies made by `body` from `load.producers` concurrent
+/// producers.
+async fn publish(
+    api: &Api,
+    key: &str,
+    load: Load,
+    body: fn(usize) -> String,
+) -> anyhow::Result<()> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
@@ -221,7 +228,7 @@ async fn publish(api: &Api, key: &str, load: Load) -> anyhow::Result<()> {
                     let due = started + Duration::from_secs_f64(n as f64 / load.rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                api.publish(&key, envelope(load.payload_bytes)).await?;
+                api.publish(&key, body(load.payload_bytes)).await?;
             }
         });
     }
