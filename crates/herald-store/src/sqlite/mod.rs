@@ -7,6 +7,7 @@
 //! crash of the process and of the machine.
 
 mod backend;
+mod checkpointer;
 mod error;
 mod queue;
 mod readers;
@@ -14,13 +15,14 @@ mod rows;
 mod schema;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::store::StoreError;
 use rusqlite::Connection;
 
+use checkpointer::Checkpointer;
 use readers::Readers;
 use writer::Writer;
 
@@ -34,6 +36,7 @@ pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
+    _checkpointer: Checkpointer,
 }
 
 impl SqliteStore {
@@ -51,6 +54,7 @@ impl SqliteStore {
         schema::migrate(&mut connection)?;
         Ok(Self {
             writer: Writer::start(connection, observer)?,
+            _checkpointer: Checkpointer::start(path.clone())?,
             readers: Readers::new(path),
         })
     }
@@ -60,7 +64,7 @@ impl SqliteStore {
 /// (rusqlite's default of 16 would re-parse the hot ones over and over).
 pub(super) const STATEMENT_CACHE: usize = 256;
 
-fn open_connection(path: &PathBuf) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let connection = Connection::open(path).map_err(error::translate)?;
     connection
         .busy_timeout(std::time::Duration::from_secs(5))
@@ -74,7 +78,8 @@ fn configure_writer(connection: &Connection) -> Result<(), StoreError> {
         .execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;",
+             PRAGMA foreign_keys = ON;
+             PRAGMA wal_autocheckpoint = 0;",
         )
         .map_err(error::translate)
 }
