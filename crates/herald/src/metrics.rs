@@ -4,9 +4,10 @@
 //! Labels are bounded: a source, a result — never an id of a tenant, target or event.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use herald_core::store::QueueStats;
+use herald_core::store::{QueueStats, Store};
+use herald_core::time::Timestamp;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -16,6 +17,10 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// A label set of one bounded label.
 type Label = [(&'static str, &'static str); 1];
+
+/// How long queue counts are reused: counting reads both lane indexes, so scrapes
+/// (which anyone may send) must not do it more often than this.
+const QUEUE_REFRESH: Duration = Duration::from_secs(1);
 
 /// The content type of [`Metrics::render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -31,6 +36,8 @@ pub struct Metrics {
     waiting: Gauge,
     circuits_open: Gauge,
     commit_duration: Histogram,
+    /// When the queue gauges were last read from the store; one refresh at a time.
+    queue_refreshed: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// How an attempt ended, for `herald_deliveries_total{result}`.
@@ -67,7 +74,7 @@ impl Metrics {
         let deliveries = Family::<Label, Counter>::default();
         registry.register(
             "deliveries",
-            "Delivery attempts by result: success, failure (a retry is scheduled) or dead",
+            "Delivery attempts by how they ended: success, failure (a retry is scheduled) or dead (no retry left)",
             deliveries.clone(),
         );
         // 1 ms to about 65 s: loopback answers to the longest target timeout.
@@ -106,7 +113,7 @@ impl Metrics {
         let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
         registry.register_with_unit(
             "store_commit",
-            "Time one group commit of the store takes",
+            "Time one group of store writes takes, from BEGIN to the end of COMMIT",
             Unit::Seconds,
             commit_duration.clone(),
         );
@@ -120,6 +127,7 @@ impl Metrics {
             waiting,
             circuits_open,
             commit_duration,
+            queue_refreshed: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -148,8 +156,27 @@ impl Metrics {
         self.commit_duration.observe(duration.as_secs_f64());
     }
 
+    /// Reads the queue gauges from the store unless they were read less than a second
+    /// ago. A failure keeps the last counts (and is logged), so the rest of the metrics
+    /// are still served when the store struggles.
+    pub async fn refresh_queue(&self, store: &Store) {
+        let mut refreshed = self.queue_refreshed.lock().await;
+        if refreshed.is_some_and(|at| at.elapsed() < QUEUE_REFRESH) {
+            return;
+        }
+        match store.queue_stats(Timestamp::now()).await {
+            Ok(stats) => {
+                self.set_queue(&stats);
+                *refreshed = Some(Instant::now());
+            }
+            Err(error) => {
+                tracing::warn!(%error, "counting the queue for /metrics failed; serving the last counts");
+            }
+        }
+    }
+
     /// Sets the queue gauges from the store's counts.
-    pub fn set_queue(&self, stats: &QueueStats) {
+    fn set_queue(&self, stats: &QueueStats) {
         let gauge = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         self.due.set(gauge(stats.due));
         self.waiting.set(gauge(stats.waiting));

@@ -239,7 +239,8 @@ pub trait StoreBackend: Send + Sync + 'static {
         outcomes: Vec<OutcomeRecord>,
         now: Timestamp,
     ) -> Result<Vec<bool>, StoreError>;
-    /// How many pending deliveries are due at `now` and later, and how many circuits
+    /// How many pending deliveries of active targets are due at `now` and later (due
+    /// ones held back by a pause or an open circuit included), and how many circuits
     /// are not closed.
     async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError>;
     /// Puts deliveries whose lease expired by `now` back in their lanes, due at once

@@ -99,9 +99,9 @@ pub struct ClaimRequest {
 /// How much work waits, for metrics and autoscaling.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Pending deliveries due now.
+    /// Pending deliveries of active targets due now.
     pub due: u64,
-    /// Pending deliveries due later.
+    /// Pending deliveries of active targets due later.
     pub waiting: u64,
     /// Targets whose circuit is open or half-open.
     pub open_circuits: u64,

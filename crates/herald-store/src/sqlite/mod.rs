@@ -79,7 +79,8 @@ fn configure_writer(connection: &Connection) -> Result<(), StoreError> {
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
-             PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA wal_autocheckpoint = 10000;
+             PRAGMA journal_size_limit = 67108864;",
         )
         .map_err(error::translate)
 }

@@ -618,11 +618,14 @@ pub(super) fn queue_stats(
     now: Timestamp,
 ) -> Result<QueueStats, StoreError> {
     let mut stats = QueueStats::default();
-    // One count per lane, so each reads only its own partial index.
+    // One count per lane, so each reads only its own partial index (grouped by target
+    // as it is sorted); switched-off targets' deliveries cannot go, so they are left out.
     for lane in ["attempts = 0", "attempts > 0"] {
         let sql = format!(
-            "SELECT COUNT(*), COALESCE(SUM(next_attempt_at <= ?1), 0) FROM deliveries \
-             WHERE status = 'pending' AND {lane}"
+            "SELECT COALESCE(SUM(l.pending), 0), COALESCE(SUM(l.due), 0) FROM ( \
+               SELECT target_id, COUNT(*) AS pending, SUM(next_attempt_at <= ?1) AS due \
+               FROM deliveries WHERE status = 'pending' AND {lane} GROUP BY target_id) l \
+             JOIN targets t ON t.id = l.target_id WHERE t.active = 1"
         );
         let (all, due): (i64, i64) = connection
             .prepare_cached(&sql)

@@ -738,4 +738,13 @@ pub async fn queue_stats_count_due_and_waiting_work_and_open_circuits(backend: B
         (0, 3, 1),
         "one claimed delivery still in flight, one retry and two later ones waiting"
     );
+    store
+        .disable_target(&routes[1].0.id, "gone", at(30))
+        .await
+        .unwrap();
+    let stats = store.queue_stats(at(30)).await.unwrap();
+    assert_eq!(
+        stats.waiting, 2,
+        "a switched-off target's deliveries cannot go, so they are not counted"
+    );
 }

@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use herald_core::time::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -31,18 +30,12 @@ pub async fn healthz() -> Json<Health> {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "The metrics", body = String,
         content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8")))]
-pub async fn metrics(State(state): State<AppState>) -> Result<impl IntoResponse, ApiError> {
-    let stats = state
-        .management
-        .store()
-        .queue_stats(Timestamp::now())
-        .await
-        .map_err(ApiError::Unavailable)?;
-    state.metrics.set_queue(&stats);
-    Ok((
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    state.metrics.refresh_queue(state.management.store()).await;
+    (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render(),
-    ))
+    )
 }
 
 /// Readiness: the store answers and its schema is current.

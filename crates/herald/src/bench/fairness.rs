@@ -39,6 +39,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let api = Api {
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(args.producers.max(4))
+            .timeout(Duration::from_secs(60))
             .build()?,
         base: server.base.clone(),
     };

@@ -80,7 +80,14 @@ impl ChildServer {
     }
 
     /// Stops the server.
-    pub fn stop(mut self) {
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+impl Drop for ChildServer {
+    /// However the tool ends (an error included), the server it started ends too.
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

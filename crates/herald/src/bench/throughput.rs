@@ -61,6 +61,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(load.producers)
+        // A wedged Herald fails the run instead of hanging it.
+        .timeout(Duration::from_secs(60))
         .build()?;
     let report = match args.scenario {
         Scenario::Baseline => baseline(&http, load).await?,
@@ -149,7 +151,17 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
         http: http.clone(),
         base: server.base.clone(),
     };
+    // A first run warms Herald up (connections, caches), so the two measured runs
+    // compare the queue, not a cold start with a warm one.
+    let warm_up = Load {
+        events: load.events.min(5_000),
+        ..load
+    };
+    measure(&api, &server, warm_up, "warm-up").await?;
     let empty = measure(&api, &server, load, "empty queue").await?;
+    if empty["deliveries"].as_u64() < empty["expected"].as_u64() {
+        bail!("not every delivery of the empty-queue run arrived before the deadline");
+    }
     let preload_started = Instant::now();
     preload(&api, &server, waiting, load.producers).await?;
     let preload_seconds = preload_started.elapsed().as_secs_f64();

@@ -99,7 +99,7 @@ impl Dispatcher {
             .timeout(target.timeout.duration())
             .send()
             .await
-            .map_err(|error| describe(&error, target.timeout.duration()))
+            .map_err(|error| describe(error, target.timeout.duration()))
     }
 }
 
@@ -204,12 +204,14 @@ fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
 }
 
 /// A sentence for a request that got no response.
-fn describe(error: &reqwest::Error, timeout: Duration) -> String {
+fn describe(error: reqwest::Error, timeout: Duration) -> String {
     if error.is_timeout() {
         return format!("timed out after {} ms", timeout.as_millis());
     }
+    // The URL may carry a secret (a token in its path or query); the error is logged.
+    let error = error.without_url();
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
         text.push_str(": ");
         text.push_str(&cause.to_string());

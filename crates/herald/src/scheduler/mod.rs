@@ -410,7 +410,9 @@ impl Scheduler {
         };
         // Every log line of the attempt (SSRF refusals, failures) carries its ids.
         let delivery = &claim.delivery;
-        let span = tracing::info_span!(
+        // At ERROR level so the span (and its ids) is kept whatever `RUST_LOG` lets through.
+        let span = tracing::span!(
+            tracing::Level::ERROR,
             "delivery",
             tenant = %delivery.tenant_id, event = %delivery.event_id, delivery = %delivery.id,
             target = %delivery.target_id, attempt = delivery.attempts + 1,

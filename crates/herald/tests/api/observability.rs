@@ -67,14 +67,17 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
         .expect(202);
     }
     // 2 successes, 2 × (500, 500 → dead), and one 429 (which pauses its target).
-    let text = eventually("every attempt to be counted", || async {
+    eventually("every attempt to be counted", || async {
         let (_, text) = scrape(&app).await;
         let counted = samples(&text)
             .get("herald_attempt_duration_seconds_count")
             .copied();
-        (counted == Some(7.0)).then_some(text)
+        (counted == Some(7.0)).then_some(())
     })
     .await;
+    // Queue gauges are counted at most once a second: scrape again after that.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (_, text) = scrape(&app).await;
     let values = samples(&text);
     let value = |name: &str| values.get(name).copied().unwrap_or(-1.0);
     assert_eq!(value(r#"herald_events_ingested_total{source="http"}"#), 2.0);
