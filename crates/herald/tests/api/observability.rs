@@ -162,13 +162,16 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_fails_while_the_schema_is_not_the_expected_one() {
     let app = TestApp::spawn().await;
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(ready.status(), 200);
+    let readyz = || async {
+        let response = app
+            .client
+            .get(format!("{}/readyz", app.base))
+            .send()
+            .await
+            .expect("sent");
+        crate::helpers::answer(response).await
+    };
+    readyz().await.expect(200);
     let database = app
         .data_dir
         .path()
@@ -179,24 +182,10 @@ async fn readiness_fails_while_the_schema_is_not_the_expected_one() {
         .expect("version");
     raw.pragma_update(None, "user_version", version + 1)
         .expect("pretend a newer schema");
-    let answer = crate::helpers::answer(
-        app.client
-            .get(format!("{}/readyz", app.base))
-            .send()
-            .await
-            .expect("sent"),
-    )
-    .await;
-    answer.assert_problem(503, "unavailable");
+    readyz().await.assert_problem(503, "unavailable");
     raw.pragma_update(None, "user_version", version)
         .expect("back to the real schema");
-    let ready = app
-        .client
-        .get(format!("{}/readyz", app.base))
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(ready.status(), 200);
+    readyz().await.expect(200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
