@@ -87,6 +87,8 @@ struct Finished {
 /// What an attempt did.
 struct Attempted {
     sent_at: Timestamp,
+    /// How long the request took, precisely (the attempt log keeps milliseconds).
+    took: Duration,
     result: AttemptResult,
     record: OutcomeRecord,
 }
@@ -418,7 +420,9 @@ impl Scheduler {
             target = %delivery.target_id, attempt = delivery.attempts + 1,
         );
         let attempt_task = async move {
+            let clock = std::time::Instant::now();
             let (result, attempt) = dispatcher.attempt(&claim).await;
+            let took = clock.elapsed();
             let delivery = &claim.delivery;
             let progress = Progress {
                 attempts: delivery.attempts,
@@ -442,6 +446,7 @@ impl Scheduler {
             };
             reporter.report(Attempted {
                 sent_at,
+                took,
                 result,
                 record,
             });
@@ -472,10 +477,7 @@ impl Scheduler {
             DeliveryStatus::Dead => DeliveryResult::Dead,
             _ => DeliveryResult::Failure,
         };
-        self.metrics.attempt_finished(
-            result,
-            Duration::from_millis(u64::from(attempted.record.attempt.duration_ms)),
-        );
+        self.metrics.attempt_finished(result, attempted.took);
         let signal = feedback(&attempted.result);
         let settings = Arc::clone(&self.settings);
         if let Some(flow) = self.targets.get_mut(&finished.target_id) {
