@@ -270,11 +270,17 @@ pub(super) fn requeue(
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
 }
 
-/// Target columns qualified with the `t.` alias, for joins.
-fn qualified_target_columns() -> String {
-    TARGET_COLUMNS
+/// The condition selecting the first-attempt lane of pending deliveries (it matches
+/// the `deliveries_first_due` partial index).
+const FIRST_LANE: &str = "attempts = 0";
+/// The condition selecting the retry lane (the `deliveries_retry_due` index).
+const RETRY_LANE: &str = "attempts > 0";
+
+/// A column list with every column qualified by a table alias, for joins.
+fn qualified(columns: &str, alias: &str) -> String {
+    columns
         .split(',')
-        .map(|column| format!("t.{}", column.trim()))
+        .map(|column| format!("{alias}.{}", column.trim()))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -286,8 +292,7 @@ fn next_waiting_target(lane: &str) -> String {
 }
 
 pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarget>, StoreError> {
-    let first = "attempts = 0";
-    let retry = "attempts > 0";
+    let (first, retry) = (FIRST_LANE, RETRY_LANE);
     let sql = format!(
         "WITH RECURSIVE \
            first_lane(target_id) AS ( \
@@ -311,19 +316,16 @@ pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarg
          WHERE t.active = 1",
         first_next = next_waiting_target(first),
         retry_next = next_waiting_target(retry),
-        columns = qualified_target_columns(),
-        circuit = CIRCUIT_COLUMNS
-            .split(',')
-            .map(|column| format!("c.{}", column.trim()))
-            .collect::<Vec<_>>()
-            .join(", "),
+        columns = qualified(TARGET_COLUMNS, "t"),
+        circuit = qualified(CIRCUIT_COLUMNS, "c"),
     );
+    let width = TARGET_COLUMNS.split(',').count();
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
     // Each row is decoded on its own: one target that no longer decodes (a bug, a
     // manual edit) must not stop delivery to every other target.
     let decoded = statement
         .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, waiting_target(row)))
+            Ok((row.get::<_, String>(0)?, waiting_target(row, width)))
         })
         .map_err(translate)?
         .collect::<Result<Vec<_>, _>>()
@@ -340,8 +342,9 @@ pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarg
         .collect())
 }
 
-fn waiting_target(row: &rusqlite::Row<'_>) -> rusqlite::Result<WaitingTarget> {
-    let width = TARGET_COLUMNS.split(',').count();
+/// A row of [`waiting_targets`]: the target's `width` columns, then each lane's
+/// earliest due time, then the circuit's columns.
+fn waiting_target(row: &rusqlite::Row<'_>, width: usize) -> rusqlite::Result<WaitingTarget> {
     let due = |index: usize| {
         row.get::<_, Option<i64>>(index)
             .map(|due| due.map(Timestamp::from_millis))
@@ -372,8 +375,8 @@ pub(super) fn claim(
             continue;
         }
         for (lane, limit) in [
-            ("attempts = 0", request.first_attempts),
-            ("attempts > 0", request.retries),
+            (FIRST_LANE, request.first_attempts),
+            (RETRY_LANE, request.retries),
         ] {
             if limit > 0 {
                 claim_lane(
@@ -620,7 +623,7 @@ pub(super) fn queue_stats(
     let mut stats = QueueStats::default();
     // One count per lane, so each reads only its own partial index (grouped by target
     // as it is sorted); switched-off targets' deliveries cannot go, so they are left out.
-    for lane in ["attempts = 0", "attempts > 0"] {
+    for lane in [FIRST_LANE, RETRY_LANE] {
         let sql = format!(
             "SELECT COALESCE(SUM(l.pending), 0), COALESCE(SUM(l.due), 0) FROM ( \
                SELECT target_id, COUNT(*) AS pending, SUM(next_attempt_at <= ?1) AS due \
