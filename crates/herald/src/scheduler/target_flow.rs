@@ -87,6 +87,11 @@ impl TargetFlow {
 
     /// Takes a newer configuration of the target.
     pub fn reconfigure(&mut self, target: Arc<Target>, now: Timestamp) {
+        // Every claim brings its target: the claims of one batch share one `Arc`, so
+        // the usual case is a pointer comparison.
+        if Arc::ptr_eq(&target, &self.target) || *target == *self.target {
+            return;
+        }
         if self
             .gone_since
             .is_some_and(|version| target.updated_at > version)
