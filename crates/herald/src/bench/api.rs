@@ -1,5 +1,8 @@
 //! The load tool's client of Herald's public API: set-up calls and publishing.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
@@ -64,6 +67,41 @@ impl Api {
     /// Publishes one event envelope (already serialized); fails unless it is accepted.
     pub async fn publish(&self, key: &str, envelope: String) -> anyhow::Result<()> {
         self.publish_to("/v1/events", key, envelope).await
+    }
+
+    /// Publishes `count` events of `payload_bytes` through the batch endpoint, `batch`
+    /// per request, from `producers` concurrent connections.
+    pub async fn publish_batches(
+        &self,
+        key: &str,
+        count: u64,
+        batch: u64,
+        payload_bytes: usize,
+        producers: usize,
+    ) -> anyhow::Result<()> {
+        let batches = count.div_ceil(batch);
+        let next = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..producers.max(1) {
+            let (api, key, next) = (self.clone(), key.to_owned(), Arc::clone(&next));
+            tasks.spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    if n >= batches {
+                        return Ok::<(), anyhow::Error>(());
+                    }
+                    let size = batch.min(count - n * batch);
+                    let events: Vec<String> =
+                        (0..size).map(|_| super::envelope(payload_bytes)).collect();
+                    let body = format!("{{\"events\":[{}]}}", events.join(","));
+                    api.publish_to("/v1/events/batch", &key, body).await?;
+                }
+            });
+        }
+        while let Some(result) = tasks.join_next().await {
+            result??;
+        }
+        Ok(())
     }
 
     /// POSTs a serialized body to an intake path; fails unless it is accepted.

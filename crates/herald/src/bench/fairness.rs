@@ -215,27 +215,14 @@ impl Published {
 /// how long intake took.
 async fn flood(api: Api, key: String, args: BenchArgs) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let batches = args.flood_events.div_ceil(FLOOD_BATCH);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut producers = JoinSet::new();
-    for _ in 0..args.producers.max(1) {
-        let (api, key, next, args) = (api.clone(), key.clone(), Arc::clone(&next), args.clone());
-        producers.spawn(async move {
-            loop {
-                let batch = next.fetch_add(1, Ordering::Relaxed);
-                if batch >= batches {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let size = FLOOD_BATCH.min(args.flood_events - batch * FLOOD_BATCH);
-                let events: Vec<String> = (0..size).map(|_| envelope(args.payload_bytes)).collect();
-                let body = format!("{{\"events\":[{}]}}", events.join(","));
-                api.publish_to("/v1/events/batch", &key, body).await?;
-            }
-        });
-    }
-    while let Some(result) = producers.join_next().await {
-        result??;
-    }
+    api.publish_batches(
+        &key,
+        args.flood_events,
+        FLOOD_BATCH,
+        args.payload_bytes,
+        args.producers,
+    )
+    .await?;
     Ok(started.elapsed())
 }
 

@@ -193,28 +193,14 @@ async fn preload(
         &json!({ "rateLimitPerSecond": 0.01 }),
     )
     .await?;
-    let batches = count.div_ceil(PRELOAD_BATCH);
-    let next = Arc::new(AtomicU64::new(0));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..producers.clamp(1, 8) {
-        let (api, key, next) = (api.clone(), key.clone(), Arc::clone(&next));
-        tasks.spawn(async move {
-            loop {
-                let batch = next.fetch_add(1, Ordering::Relaxed);
-                if batch >= batches {
-                    return Ok::<(), anyhow::Error>(());
-                }
-                let size = PRELOAD_BATCH.min(count - batch * PRELOAD_BATCH);
-                let events: Vec<String> = (0..size).map(|_| envelope(PRELOAD_PAYLOAD)).collect();
-                let body = format!("{{\"events\":[{}]}}", events.join(","));
-                api.publish_to("/v1/events/batch", &key, body).await?;
-            }
-        });
-    }
-    while let Some(result) = tasks.join_next().await {
-        result??;
-    }
-    Ok(())
+    api.publish_batches(
+        &key,
+        count,
+        PRELOAD_BATCH,
+        PRELOAD_PAYLOAD,
+        producers.clamp(1, 8),
+    )
+    .await
 }
 
 /// Publishes `load.events` bodies made by `body` from `load.producers` concurrent
