@@ -316,7 +316,7 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
-fn the_load_tool_measures_its_own_baseline_and_a_backlog() {
+fn the_load_tool_runs_its_baseline_backlog_and_fairness_scenarios() {
     let baseline = bench_json(&["--scenario", "baseline", "--events", "300"]);
     assert_eq!(baseline["scenario"], "baseline");
     assert_eq!(baseline["deliveries"], 300);
@@ -345,5 +345,21 @@ fn the_load_tool_measures_its_own_baseline_and_a_backlog() {
         backlog["heraldRssMbWaiting"]
             .as_f64()
             .is_some_and(|m| m > 1.0)
+    );
+
+    let fairness = bench_json(&[
+        "--scenario",
+        "fairness",
+        "--flood-events",
+        "1000",
+        "--baseline-seconds",
+        "1",
+    ]);
+    assert_eq!(fairness["scenario"], "fairness");
+    assert_eq!(fairness["floodDelivered"], 1000);
+    assert!(
+        fairness["quietDuringFloodMs"]["p99"]
+            .as_f64()
+            .is_some_and(|v| v > 0.0)
     );
 }
