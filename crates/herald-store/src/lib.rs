@@ -6,7 +6,12 @@
 //! against every backend.
 //!
 //! - [`sqlite`]: the embedded default, one file in the data directory (WAL mode).
+//! - [`postgres`]: a PostgreSQL database shared by any number of Herald instances.
 
+mod decode;
+pub mod postgres;
 pub mod sqlite;
+
+pub use postgres::PostgresStore;
 
 pub use sqlite::SqliteStore;

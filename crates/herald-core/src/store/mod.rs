@@ -249,7 +249,31 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// Ends every lease at once, making in-flight deliveries claimable now. Only for a
     /// store no other instance is using (the embedded store at start-up, after a crash).
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError>;
+
+    /// Starts telling `listener` about changes other instances make. A store only one
+    /// instance can use (the embedded one) has none to tell.
+    fn watch(&self, listener: ChangeListener) {
+        drop(listener);
+    }
 }
+
+/// A change made through another Herald instance sharing the store, which this one
+/// must react to (its own changes it already knows about).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// New or requeued deliveries of these targets are due.
+    Due(Vec<TargetId>),
+    /// A tenant's configuration (targets, filters, subscriptions, keys) changed.
+    Config(TenantId),
+    /// A target's circuit changed state.
+    Circuit(TargetId),
+    /// Changes may have been missed (the connection that carries them was lost):
+    /// forget every cache and look at the whole store again.
+    Everything,
+}
+
+/// Told about [`Change`]s, on whatever thread the backend learns of them.
+pub type ChangeListener = Arc<dyn Fn(Change) + Send + Sync>;
 
 /// The handle to whichever backend this process runs on. Cheap to clone.
 #[derive(Clone)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
-use herald_core::model::{Attempt, Delivery, Event, FilterPatterns};
+use herald_core::model::{Attempt, Delivery, Event};
 use herald_core::routing::Route;
 use herald_core::store::{
     Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
@@ -18,45 +18,21 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::error::translate;
+use crate::decode::{self, qualified};
 use super::rows::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     execute,
 };
 
 pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
-    let mut statement = connection
-        .prepare_cached(
-            "SELECT s.id, s.target_id, f.patterns FROM subscriptions s \
-             JOIN targets t ON t.id = s.target_id JOIN filters f ON f.id = s.filter_id \
-             WHERE s.tenant_id = ?1 AND s.active = 1 AND t.active = 1 ORDER BY s.id",
-        )
-        .map_err(translate)?;
-    let raw = statement
-        .query_map([tenant.as_str()], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-            ))
-        })
-        .map_err(translate)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(translate)?;
-    raw.into_iter()
-        .map(|(subscription, target, patterns)| {
-            let corrupt = |detail: String| StoreError::Corrupt { detail };
-            let patterns: Vec<String> =
-                serde_json::from_str(&patterns).map_err(|e| corrupt(e.to_string()))?;
-            Ok(Route {
-                subscription_id: herald_core::id::SubscriptionId::parse(&subscription)
-                    .ok_or_else(|| corrupt(format!("bad subscription id {subscription:?}")))?,
-                target_id: TargetId::parse(&target)
-                    .ok_or_else(|| corrupt(format!("bad target id {target:?}")))?,
-                patterns: FilterPatterns::parse(&patterns, "patterns")
-                    .map_err(|e| corrupt(e.to_string()))?,
-            })
-        })
-        .collect()
+    rows::all(
+        connection,
+        "SELECT s.id, s.target_id, f.patterns FROM subscriptions s \
+         JOIN targets t ON t.id = s.target_id JOIN filters f ON f.id = s.filter_id \
+         WHERE s.tenant_id = ?1 AND s.active = 1 AND t.active = 1 ORDER BY s.id",
+        [tenant.as_str()],
+        rows::route,
+    )
 }
 
 pub(super) fn insert_events(
@@ -276,15 +252,6 @@ const FIRST_LANE: &str = "attempts = 0";
 /// The condition selecting the retry lane (the `deliveries_retry_due` index).
 const RETRY_LANE: &str = "attempts > 0";
 
-/// A column list with every column qualified by a table alias, for joins.
-fn qualified(columns: &str, alias: &str) -> String {
-    columns
-        .split(',')
-        .map(|column| format!("{alias}.{}", column.trim()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 /// The smallest target id above `?` with a pending delivery in one lane: with the
 /// lane's index, one seek per target however many deliveries wait (a loose index scan).
 fn next_waiting_target(lane: &str) -> String {
@@ -319,7 +286,7 @@ pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarg
         columns = qualified(TARGET_COLUMNS, "t"),
         circuit = qualified(CIRCUIT_COLUMNS, "c"),
     );
-    let width = TARGET_COLUMNS.split(',').count();
+    let width = decode::width(TARGET_COLUMNS);
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
     // Each row is decoded on its own: one target that no longer decodes (a bug, a
     // manual edit) must not stop delivery to every other target.

@@ -30,7 +30,15 @@ macro_rules! conformance {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
-                    crate::run!($case, crate::backends::sqlite());
+                    crate::run!($case, crate::backends::sqlite().await);
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    crate::run!($case, crate::backends::postgres().await);
                 }
             )*
         }
