@@ -136,7 +136,10 @@ fn optional_number<T: TryFrom<i64>>(
 }
 
 fn timestamp(row: &impl Columns, index: usize) -> Result<Timestamp, Undecodable> {
-    Ok(Timestamp::from_millis(required(index, row.integer(index)?)?))
+    Ok(Timestamp::from_millis(required(
+        index,
+        row.integer(index)?,
+    )?))
 }
 
 fn optional_timestamp(row: &impl Columns, index: usize) -> Result<Option<Timestamp>, Undecodable> {
@@ -152,7 +155,10 @@ fn id<T>(row: &impl Columns, index: usize, parse: fn(&str) -> Option<T>) -> Resu
     parse(&text).ok_or_else(|| Undecodable::new(index, format!("{text:?} is not a valid id")))
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &impl Columns, index: usize) -> Result<T, Undecodable> {
+fn json<T: serde::de::DeserializeOwned>(
+    row: &impl Columns,
+    index: usize,
+) -> Result<T, Undecodable> {
     serde_json::from_str(&text(row, index)?).map_err(|error| Undecodable::new(index, error))
 }
 

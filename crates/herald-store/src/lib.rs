@@ -8,6 +8,9 @@
 //! - [`sqlite`]: the embedded default, one file in the data directory (WAL mode).
 //! - [`postgres`]: a PostgreSQL database shared by any number of Herald instances.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 mod decode;
 pub mod postgres;
 pub mod sqlite;
@@ -15,3 +18,6 @@ pub mod sqlite;
 pub use postgres::PostgresStore;
 
 pub use sqlite::SqliteStore;
+
+/// Told how long each commit took (for a metrics histogram).
+pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;

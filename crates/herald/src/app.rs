@@ -11,17 +11,18 @@ use std::time::Duration;
 
 use herald_core::flow::CircuitPolicy;
 use herald_core::service::Management;
-use herald_core::store::{Store, StoreError};
+use herald_core::store::{Change, ChangeListener, Store, StoreError};
 use herald_core::time::Timestamp;
-use herald_store::SqliteStore;
-use herald_store::sqlite::CommitObserver;
+use herald_store::CommitObserver;
+use herald_store::postgres::{PostgresOptions, PostgresSetupError};
+use herald_store::{PostgresStore, SqliteStore};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin_token::{self, AdminTokenError};
 use crate::api::{self, AppState, IngestLimits};
-use crate::config::Config;
+use crate::config::{Config, DatabaseConfig};
 use crate::dispatcher::ssrf::Guard;
 use crate::dispatcher::{ClientError, Dispatcher};
 use crate::metrics::Metrics;
@@ -49,6 +50,16 @@ pub enum StartError {
         #[source]
         source: StoreError,
     },
+    /// The PostgreSQL database cannot be used.
+    #[error("--database-url (HERALD_DATABASE_URL): cannot use the PostgreSQL database")]
+    Database {
+        /// Why.
+        #[source]
+        source: PostgresSetupError,
+    },
+    /// The shared store needs a configured admin token.
+    #[error("HERALD_ADMIN_TOKEN must be set when --database-url is")]
+    AdminTokenRequired,
     /// The admin token file cannot be read or written.
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
@@ -80,7 +91,7 @@ pub struct RunningApp {
     server: JoinHandle<io::Result<()>>,
     engine_stop: watch::Sender<bool>,
     engine: JoinHandle<()>,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl RunningApp {
@@ -104,32 +115,16 @@ impl RunningApp {
     }
 }
 
-/// Starts Herald with `config`: prepares the data directory, opens and migrates the
-/// store, and starts serving the API.
+/// Starts Herald with `config`: opens the store (the embedded one in the data
+/// directory, or the shared PostgreSQL database), brings its schema up to date, and
+/// starts the delivery engine and the API.
 pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
-    prepare_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
-        path: config.data_dir.clone(),
-        source,
-    })?;
-    let lock = lock_data_dir(&config.data_dir)?;
-    let admin = admin_token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
     let metrics = Metrics::new();
-    let store = open_store(&config.data_dir, &metrics).await?;
-    // This process alone uses the embedded store (the lock proves it), so whatever the
-    // last process had in flight when it stopped is due again now.
-    let released = store
-        .release_all_leases(Timestamp::now())
-        .await
-        .map_err(|source| StartError::Store {
-            path: config.data_dir.clone(),
-            source,
-        })?;
-    if released > 0 {
-        tracing::info!(
-            released,
-            "resuming deliveries that were in flight when Herald last stopped"
-        );
-    }
+    let opened = match &config.database {
+        None => open_embedded(config, &metrics).await?,
+        Some(database) => open_shared(config, database, &metrics).await?,
+    };
+    let (store, admin, lock) = (opened.store, opened.admin, opened.lock);
     let hints = Arc::new(Hints::default());
     let (engine_stop, engine) = start_engine(
         config,
@@ -147,8 +142,13 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         address: config.listen,
         source,
     })?;
+    let management = Management::new(store.clone());
+    store.watch(follow_other_instances(
+        management.clone(),
+        Arc::clone(&hints),
+    ));
     let state = AppState {
-        management: Management::new(store),
+        management,
         admin_token: admin.hash,
         hints,
         max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
@@ -167,6 +167,102 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         engine_stop,
         engine,
         _lock: lock,
+    })
+}
+
+/// A store opened for this process, with the admin token it accepts.
+struct Opened {
+    store: Store,
+    admin: admin_token::AdminToken,
+    /// The data directory's lock, held while the embedded store is open.
+    lock: Option<File>,
+}
+
+/// Opens the embedded store in the data directory, which this process then holds alone.
+async fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened, StartError> {
+    prepare_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    let admin = admin_token::ensure(config.admin_token.as_deref(), &config.data_dir)?;
+    let store = open_store(&config.data_dir, metrics).await?;
+    // This process alone uses the embedded store (the lock proves it), so whatever the
+    // last process had in flight when it stopped is due again now.
+    let released = store
+        .release_all_leases(Timestamp::now())
+        .await
+        .map_err(|source| StartError::Store {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "resuming deliveries that were in flight when Herald last stopped"
+        );
+    }
+    Ok(Opened {
+        store,
+        admin,
+        lock: Some(lock),
+    })
+}
+
+/// Connects to the PostgreSQL database other instances may share. Their leases are
+/// theirs: a dead instance's work is recovered when its leases expire.
+async fn open_shared(
+    config: &Config,
+    database: &DatabaseConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Opened, StartError> {
+    let instance_id = uuid::Uuid::now_v7().to_string();
+    let options = PostgresOptions {
+        url: database.url.clone(),
+        pool_size: database.pool_size,
+        connect_timeout: DATABASE_CONNECT_TIMEOUT,
+        instance_id: instance_id.clone(),
+    };
+    let metrics = Arc::clone(metrics);
+    let observer: CommitObserver = Arc::new(move |took| metrics.commit_took(took));
+    let store = PostgresStore::connect_observed(options, observer)
+        .await
+        .map_err(|source| StartError::Database { source })?;
+    tracing::info!(instance = instance_id, "using the shared PostgreSQL store");
+    let token = config
+        .admin_token
+        .as_deref()
+        .ok_or(StartError::AdminTokenRequired)?;
+    Ok(Opened {
+        store: Store::new(store),
+        admin: admin_token::ensure(Some(token), &config.data_dir)?,
+        lock: None,
+    })
+}
+
+/// Longest wait for a PostgreSQL connection before a store operation fails.
+const DATABASE_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What this instance does when another instance sharing the store changes something:
+/// forget cached configuration and look for work sooner.
+fn follow_other_instances(management: Management, hints: Arc<Hints>) -> ChangeListener {
+    Arc::new(move |change| match change {
+        Change::Due(targets) => {
+            let now = Timestamp::now();
+            for target in &targets {
+                hints.retry(target.clone(), now);
+            }
+            hints.first_attempts(targets, now);
+        }
+        Change::Config(tenant) => {
+            management.forget(Some(&tenant));
+            hints.rescan();
+        }
+        Change::Circuit(_) => hints.rescan(),
+        Change::Everything => {
+            management.forget(None);
+            hints.rescan();
+        }
     })
 }
 

@@ -128,6 +128,16 @@ impl Management {
         self.routes.remove(tenant);
     }
 
+    /// Forgets what is cached about `tenant` (every tenant for `None`) after another
+    /// instance changed its configuration. Keys are cached by hash, so all are dropped.
+    pub fn forget(&self, tenant: Option<&TenantId>) {
+        match tenant {
+            Some(tenant) => self.routes.remove(tenant),
+            None => self.routes.clear(),
+        }
+        self.keys.clear();
+    }
+
     /// The store, for readiness checks.
     pub fn store(&self) -> &Store {
         &self.store

@@ -16,8 +16,7 @@ use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target,
 use herald_core::routing::Route;
 use herald_core::store::{
     Change, ChangeListener, Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted,
-    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreBackend, StoreError,
-    WaitingTarget,
+    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 
@@ -52,7 +51,9 @@ impl PostgresStore {
         if let Some(change) = change {
             self.notifier.send(&transaction, &change).await?;
         }
+        let started = std::time::Instant::now();
         transaction.commit().await.map_err(translate)?;
+        (self.observer)(started.elapsed());
         Ok(result)
     }
 
@@ -271,7 +272,8 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
-        let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
+        let sql =
+            format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
         let client = self.client().await?;
         rows::page(
             &client,
@@ -315,7 +317,8 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError> {
-        let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id");
+        let sql =
+            format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id");
         let client = self.client().await?;
         rows::all(&client, &sql, &[&tenant.as_str()], decode::api_key).await
     }
@@ -343,8 +346,14 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         id: &TargetId,
     ) -> Result<Option<Target>, StoreError> {
-        self.get_owned("targets", TARGET_COLUMNS, tenant, id.as_str(), decode::target)
-            .await
+        self.get_owned(
+            "targets",
+            TARGET_COLUMNS,
+            tenant,
+            id.as_str(),
+            decode::target,
+        )
+        .await
     }
 
     async fn list_targets(
@@ -352,9 +361,14 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<Target>, StoreError> {
-        self.list_owned("targets", TARGET_COLUMNS, tenant, page, decode::target, |t| {
-            t.id.to_string()
-        })
+        self.list_owned(
+            "targets",
+            TARGET_COLUMNS,
+            tenant,
+            page,
+            decode::target,
+            |t| t.id.to_string(),
+        )
         .await
     }
 
@@ -396,8 +410,14 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         id: &FilterId,
     ) -> Result<Option<Filter>, StoreError> {
-        self.get_owned("filters", FILTER_COLUMNS, tenant, id.as_str(), decode::filter)
-            .await
+        self.get_owned(
+            "filters",
+            FILTER_COLUMNS,
+            tenant,
+            id.as_str(),
+            decode::filter,
+        )
+        .await
     }
 
     async fn list_filters(
@@ -405,9 +425,14 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         page: &PageRequest,
     ) -> Result<Page<Filter>, StoreError> {
-        self.list_owned("filters", FILTER_COLUMNS, tenant, page, decode::filter, |f| {
-            f.id.to_string()
-        })
+        self.list_owned(
+            "filters",
+            FILTER_COLUMNS,
+            tenant,
+            page,
+            decode::filter,
+            |f| f.id.to_string(),
+        )
         .await
     }
 
@@ -463,7 +488,8 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         id: &SubscriptionId,
     ) -> Result<bool, StoreError> {
-        self.delete_owned("subscriptions", tenant, id.as_str()).await
+        self.delete_owned("subscriptions", tenant, id.as_str())
+            .await
     }
 
     async fn routes(&self, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {

@@ -7,7 +7,9 @@ use tokio_postgres::error::SqlState;
 /// violations the service layer explains to users.
 pub(super) fn translate(error: tokio_postgres::Error) -> StoreError {
     match error.code() {
-        Some(code) if *code == SqlState::UNIQUE_VIOLATION => StoreError::Conflict(Conflict::Duplicate),
+        Some(code) if *code == SqlState::UNIQUE_VIOLATION => {
+            StoreError::Conflict(Conflict::Duplicate)
+        }
         Some(code) if *code == SqlState::FOREIGN_KEY_VIOLATION => {
             StoreError::Conflict(Conflict::MissingReference)
         }

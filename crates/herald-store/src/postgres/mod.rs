@@ -16,6 +16,7 @@ mod rows;
 mod schema;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -24,6 +25,8 @@ use tokio_postgres::NoTls;
 use tokio_postgres::config::SslMode;
 
 pub use notify::CHANNEL;
+
+use crate::CommitObserver;
 
 /// How to reach the database and how many connections to keep.
 #[derive(Debug, Clone)]
@@ -62,12 +65,21 @@ pub struct PostgresStore {
     instance_id: String,
     notifier: notify::Origin,
     listener: notify::Listener,
+    observer: CommitObserver,
 }
 
 impl PostgresStore {
     /// Connects, brings the schema up to date (one instance at a time) and starts
     /// listening for other instances' changes.
     pub async fn connect(options: PostgresOptions) -> Result<Self, PostgresSetupError> {
+        Self::connect_observed(options, Arc::new(|_| {})).await
+    }
+
+    /// Like [`Self::connect`], telling `observer` how long every commit takes.
+    pub async fn connect_observed(
+        options: PostgresOptions,
+        observer: CommitObserver,
+    ) -> Result<Self, PostgresSetupError> {
         let config = parse_url(&options.url)?;
         let manager = Manager::from_config(
             config.clone(),
@@ -92,6 +104,7 @@ impl PostgresStore {
             listener: notify::Listener::start(config, notifier.clone()),
             notifier,
             instance_id: options.instance_id,
+            observer,
             pool,
         })
     }
@@ -153,7 +166,9 @@ pub mod testing {
 
     /// `url` with its database name replaced by `database`.
     fn with_database(url: &str, database: &str) -> String {
-        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let (base, query) = url
+            .split_once('?')
+            .map_or((url, None), |(b, q)| (b, Some(q)));
         let scheme_end = base.find("://").map_or(0, |i| i + 3);
         let host_part = match base[scheme_end..].find('/') {
             Some(slash) => &base[..scheme_end + slash],

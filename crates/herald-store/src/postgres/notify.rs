@@ -45,13 +45,9 @@ impl Origin {
         change: &Change,
     ) -> Result<(), StoreError> {
         let payload = encode(&self.0, change);
-        rows::execute(
-            client,
-            "SELECT pg_notify($1, $2)",
-            &[&CHANNEL, &payload],
-        )
-        .await
-        .map(drop)
+        rows::execute(client, "SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
+            .await
+            .map(drop)
     }
 }
 

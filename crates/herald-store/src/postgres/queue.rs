@@ -103,8 +103,12 @@ async fn insert_deliveries(
         return Ok(());
     }
     let text = |f: fn(&Delivery) -> &str| deliveries.iter().map(|d| f(d)).collect::<Vec<_>>();
-    let millis =
-        |f: fn(&Delivery) -> Timestamp| deliveries.iter().map(|d| f(d).as_millis()).collect::<Vec<_>>();
+    let millis = |f: fn(&Delivery) -> Timestamp| {
+        deliveries
+            .iter()
+            .map(|d| f(d).as_millis())
+            .collect::<Vec<_>>()
+    };
     let attempts: Vec<i64> = deliveries.iter().map(|d| i64::from(d.attempts)).collect();
     let codes: Vec<Option<i64>> = deliveries
         .iter()
@@ -188,9 +192,12 @@ async fn results_in_order(
                     .unwrap_or_default(),
             );
             let (original, deliveries) =
-                originals.get(&key).cloned().ok_or_else(|| StoreError::Corrupt {
-                    detail: format!("event {} was neither stored nor a duplicate", event.id),
-                })?;
+                originals
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Corrupt {
+                        detail: format!("event {} was neither stored nor a duplicate", event.id),
+                    })?;
             Ok(Inserted::Duplicate {
                 original,
                 deliveries,
@@ -203,7 +210,10 @@ async fn results_in_order(
 #[allow(clippy::type_complexity)]
 fn original(row: &Row) -> Result<((String, String), EventId, u32), Undecodable> {
     use crate::decode::Columns;
-    let text = |i| row.text(i)?.ok_or_else(|| Undecodable::new(i, "unexpected NULL"));
+    let text = |i| {
+        row.text(i)?
+            .ok_or_else(|| Undecodable::new(i, "unexpected NULL"))
+    };
     let id = text(2)?;
     let id = EventId::parse(&id).ok_or_else(|| Undecodable::new(2, "not an event id"))?;
     let deliveries = row.integer(3)?.unwrap_or(0);
@@ -379,7 +389,9 @@ fn next_waiting_target(lane: &str, previous: &str) -> String {
     )
 }
 
-pub(super) async fn waiting_targets(store: &PostgresStore) -> Result<Vec<WaitingTarget>, StoreError> {
+pub(super) async fn waiting_targets(
+    store: &PostgresStore,
+) -> Result<Vec<WaitingTarget>, StoreError> {
     let (first, retry) = (FIRST_LANE, RETRY_LANE);
     let sql = format!(
         "WITH RECURSIVE \
@@ -597,7 +609,11 @@ async fn set_aside(
     reason: &str,
     now: Timestamp,
 ) -> Result<(), StoreError> {
-    tracing::error!(delivery = id, reason, "setting aside an unreadable delivery as dead");
+    tracing::error!(
+        delivery = id,
+        reason,
+        "setting aside an unreadable delivery as dead"
+    );
     rows::execute(
         t,
         "UPDATE deliveries SET status = 'dead', last_error = $1, lease_expires_at = NULL, leased_by = NULL, \
@@ -758,7 +774,10 @@ async fn insert_attempts(t: &Transaction<'_>, attempts: &[&Attempt]) -> Result<(
     .map(drop)
 }
 
-pub(super) async fn queue_stats(store: &PostgresStore, now: Timestamp) -> Result<QueueStats, StoreError> {
+pub(super) async fn queue_stats(
+    store: &PostgresStore,
+    now: Timestamp,
+) -> Result<QueueStats, StoreError> {
     let client = store.client().await?;
     let row = rows::query(
         &client,
@@ -847,7 +866,10 @@ pub(super) async fn disable_target(
                 .and_then(|row| row.try_get::<_, String>(0).ok())
                 .and_then(|id| TenantId::parse(&id));
             if let Some(tenant) = &tenant {
-                store.notifier.send(t, &Change::Config(tenant.clone())).await?;
+                store
+                    .notifier
+                    .send(t, &Change::Config(tenant.clone()))
+                    .await?;
             }
             Ok(tenant.is_some())
         })

@@ -185,7 +185,10 @@ async fn apply_pending(client: &mut Client) -> Result<(), StoreError> {
             .await
             .map_err(translate)?;
         transaction
-            .execute("INSERT INTO herald_schema (version) VALUES ($1)", &[&version])
+            .execute(
+                "INSERT INTO herald_schema (version) VALUES ($1)",
+                &[&version],
+            )
             .await
             .map_err(translate)?;
         transaction.commit().await.map_err(translate)?;

@@ -17,20 +17,17 @@ mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use herald_core::store::StoreError;
 use rusqlite::Connection;
 
+pub use crate::CommitObserver;
 use checkpointer::Checkpointer;
 use readers::Readers;
 use writer::Writer;
 
 /// The file name of the database inside the data directory.
 pub const DATABASE_FILE: &str = "herald.db";
-
-/// Told how long each group commit took (for a metrics histogram).
-pub type CommitObserver = Arc<dyn Fn(Duration) + Send + Sync>;
 
 /// A [`StoreBackend`](herald_core::store::StoreBackend) on one SQLite file.
 pub struct SqliteStore {

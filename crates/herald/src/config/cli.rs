@@ -41,7 +41,9 @@ pub struct ServeArgs {
     /// Directory of the embedded store [default: ./herald-data].
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<String>,
-    /// PostgreSQL URL to use instead of the embedded store.
+    /// PostgreSQL URL (postgres://user:password@host:port/database) to use instead of
+    /// the embedded store; every instance given the same URL shares the work. Needs
+    /// HERALD_ADMIN_TOKEN.
     #[arg(
         long,
         env = "HERALD_DATABASE_URL",
@@ -49,6 +51,9 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// Most PostgreSQL connections this instance opens [default: 16].
+    #[arg(long, env = "HERALD_DATABASE_POOL_SIZE", value_name = "N")]
+    pub database_pool_size: Option<String>,
     /// Comma-separated CIDRs that targets may reach despite the SSRF guard [default: none].
     #[arg(long, env = "HERALD_ALLOW_TARGETS", value_name = "CIDRS")]
     pub allow_targets: Option<String>,

@@ -44,6 +44,7 @@ pub struct FileConfig {
     pub listen: Option<FileValue>,
     pub data_dir: Option<FileValue>,
     pub database_url: Option<FileValue>,
+    pub database_pool_size: Option<FileValue>,
     pub allow_targets: Option<FileValue>,
     pub retry_initial: Option<FileValue>,
     pub retry_max_delay: Option<FileValue>,

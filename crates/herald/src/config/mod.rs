@@ -95,6 +95,8 @@ pub mod settings {
     pub const LISTEN: Setting = Setting::new("--listen", "HERALD_LISTEN");
     pub const DATA_DIR: Setting = Setting::new("--data-dir", "HERALD_DATA_DIR");
     pub const DATABASE_URL: Setting = Setting::new("--database-url", "HERALD_DATABASE_URL");
+    pub const DATABASE_POOL_SIZE: Setting =
+        Setting::new("--database-pool-size", "HERALD_DATABASE_POOL_SIZE");
     pub const ADMIN_TOKEN: Setting = Setting::new("", "HERALD_ADMIN_TOKEN");
     pub const ALLOW_TARGETS: Setting = Setting::new("--allow-targets", "HERALD_ALLOW_TARGETS");
     pub const RETRY_INITIAL: Setting = Setting::new("--retry-initial", "HERALD_RETRY_INITIAL");
@@ -127,6 +129,15 @@ pub struct CircuitConfig {
     pub cooldown: Duration,
 }
 
+/// A PostgreSQL database shared by Herald instances.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseConfig {
+    /// Its URL (may hold a password: never printed).
+    pub url: String,
+    /// Most connections this instance opens.
+    pub pool_size: usize,
+}
+
 /// Herald's validated configuration.
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -134,6 +145,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Directory of the embedded store and the generated admin token.
     pub data_dir: PathBuf,
+    /// The shared PostgreSQL store to use instead of the embedded one.
+    pub database: Option<DatabaseConfig>,
     /// Admin token from `HERALD_ADMIN_TOKEN`; generated into the data dir when absent.
     pub admin_token: Option<String>,
     /// Networks targets may reach despite the SSRF guard.
@@ -157,6 +170,13 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
+            .field(
+                "database",
+                &self
+                    .database
+                    .as_ref()
+                    .map(|d| format!("<url set>, pool of {}", d.pool_size)),
+            )
             .field("admin_token", &self.admin_token.as_ref().map(|_| "<set>"))
             .field("allow_targets", &self.allow_targets)
             .field("retry", &self.retry)
@@ -205,6 +225,7 @@ impl Config {
         let config = Self {
             listen: parse_or(raw.listen, settings::LISTEN, "127.0.0.1:8080", socket_addr)?,
             data_dir: parse_or(raw.data_dir, settings::DATA_DIR, "./herald-data", data_dir)?,
+            database: database(raw.database_url, raw.database_pool_size)?,
             admin_token: admin_token.map(check_admin_token).transpose()?,
             allow_targets: parse_or(
                 raw.allow_targets,
@@ -252,6 +273,12 @@ impl Config {
 
     /// Cross-field rules no single value can break alone.
     fn check_consistency(&self) -> Result<(), ConfigError> {
+        if self.database.is_some() && self.admin_token.is_none() {
+            return Err(settings::ADMIN_TOKEN.invalid(
+                "must be set when --database-url is: every instance sharing the database must accept the \
+                 same admin token, so it cannot be generated into one instance's data directory",
+            ));
+        }
         if self.retry.initial.is_zero() {
             return Err(settings::RETRY_INITIAL.invalid("must be longer than 0s"));
         }
@@ -297,6 +324,7 @@ struct RawSettings {
     listen: Option<String>,
     data_dir: Option<String>,
     database_url: Option<String>,
+    database_pool_size: Option<String>,
     allow_targets: Option<String>,
     retry_initial: Option<String>,
     retry_max_delay: Option<String>,
@@ -322,6 +350,7 @@ impl RawSettings {
             listen: pick(args.listen, file.listen),
             data_dir: pick(args.data_dir, file.data_dir),
             database_url: pick(args.database_url, file.database_url),
+            database_pool_size: pick(args.database_pool_size, file.database_pool_size),
             allow_targets: pick(args.allow_targets, file.allow_targets),
             retry_initial: pick(args.retry_initial, file.retry_initial),
             retry_max_delay: pick(args.retry_max_delay, file.retry_max_delay),
@@ -342,15 +371,6 @@ impl RawSettings {
     /// Refuses settings whose feature this build does not have yet, rather than
     /// silently running without it.
     fn refuse_unsupported(&self) -> Result<(), ConfigError> {
-        if self
-            .database_url
-            .as_deref()
-            .is_some_and(|url| !url.trim().is_empty())
-        {
-            return Err(settings::DATABASE_URL.invalid(
-                "this build of Herald has only the embedded store; leave it unset (PostgreSQL support is not built yet)",
-            ));
-        }
         let kafka = [&self.kafka_brokers, &self.kafka_topics, &self.kafka_group];
         if kafka
             .iter()
@@ -395,6 +415,29 @@ fn data_dir(text: &str) -> Result<PathBuf, String> {
         return Err("must not be empty".into());
     }
     Ok(PathBuf::from(text))
+}
+
+/// The PostgreSQL settings, if a database URL is given (an empty one means none).
+fn database(
+    url: Option<String>,
+    pool_size: Option<String>,
+) -> Result<Option<DatabaseConfig>, ConfigError> {
+    let Some(url) = url.filter(|url| !url.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let url = url.trim().to_owned();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(settings::DATABASE_URL.invalid(
+            "must be a PostgreSQL URL starting with postgres:// or postgresql:// (the value is not shown)",
+        ));
+    }
+    let pool_size = parse_or(pool_size, settings::DATABASE_POOL_SIZE, "16", |t| {
+        values::count(t, 1, 1_000)
+    })?;
+    Ok(Some(DatabaseConfig {
+        url,
+        pool_size: usize::try_from(pool_size).unwrap_or(usize::MAX),
+    }))
 }
 
 fn check_admin_token(token: String) -> Result<String, ConfigError> {
@@ -507,10 +550,25 @@ mod tests {
             ),
             (
                 ServeArgs {
-                    database_url: Some("postgres://x".into()),
+                    database_url: Some("mysql://x".into()),
                     ..Default::default()
                 },
                 "--database-url",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://x".into()),
+                    database_pool_size: Some("0".into()),
+                    ..Default::default()
+                },
+                "--database-pool-size",
+            ),
+            (
+                ServeArgs {
+                    database_url: Some("postgres://x".into()),
+                    ..Default::default()
+                },
+                "HERALD_ADMIN_TOKEN",
             ),
         ];
         for (args, flag) in cases {

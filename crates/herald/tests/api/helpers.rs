@@ -1,6 +1,6 @@
 //! `TestApp`: one Herald instance in this process, and an HTTP client for it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use herald::app::{self, RunningApp};
@@ -53,50 +53,79 @@ impl Answer {
     }
 }
 
-/// A running Herald and the directory it keeps its data in.
+/// The variable choosing the store the in-process tests run on: `postgres` for a fresh
+/// database per test on the server `scripts/test` starts; anything else for the
+/// embedded store.
+pub const TEST_BACKEND: &str = "HERALD_TEST_BACKEND";
+
+/// Where a test instance keeps its data: a data directory, and when the tests run on
+/// PostgreSQL, a fresh database of its own.
+#[derive(Clone)]
+pub struct Storage {
+    pub dir: Arc<TempDir>,
+    pub database_url: Option<String>,
+}
+
+impl Storage {
+    /// New, empty storage on the backend the tests run on.
+    pub async fn new() -> Self {
+        let database_url = if std::env::var(TEST_BACKEND).is_ok_and(|b| b == "postgres") {
+            let server = herald_store::postgres::testing::server_url();
+            Some(herald_store::postgres::testing::fresh_database(&server).await)
+        } else {
+            None
+        };
+        Self {
+            dir: Arc::new(tempfile::tempdir().expect("temporary directory")),
+            database_url,
+        }
+    }
+}
+
+/// A running Herald and where it keeps its data.
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
-    pub data_dir: Arc<TempDir>,
+    pub storage: Storage,
     running: Option<RunningApp>,
 }
 
 impl TestApp {
     /// A fresh instance with an empty store.
     pub async fn spawn() -> Self {
-        Self::spawn_in(Arc::new(tempfile::tempdir().expect("temporary directory"))).await
+        Self::spawn_in(Storage::new().await).await
     }
 
     /// A fresh instance whose settings `adjust` changes from the test defaults.
     pub async fn spawn_with(adjust: impl FnOnce(&mut ServeArgs)) -> Self {
-        let data_dir = Arc::new(tempfile::tempdir().expect("temporary directory"));
-        let mut args = test_args(data_dir.path());
+        let storage = Storage::new().await;
+        let mut args = test_args(&storage);
         adjust(&mut args);
-        Self::start(data_dir, args).await
+        Self::start(storage, args).await
     }
 
-    /// An instance on an existing data directory.
-    pub async fn spawn_in(data_dir: Arc<TempDir>) -> Self {
-        let args = test_args(data_dir.path());
-        Self::start(data_dir, args).await
+    /// An instance on existing storage.
+    pub async fn spawn_in(storage: Storage) -> Self {
+        let args = test_args(&storage);
+        Self::start(storage, args).await
     }
 
-    async fn start(data_dir: Arc<TempDir>, args: ServeArgs) -> Self {
+    async fn start(storage: Storage, args: ServeArgs) -> Self {
         let config = Config::resolve(args, Some(ADMIN.into())).expect("valid test config");
         let running = app::start(&config).await.expect("Herald starts");
         Self {
             base: format!("http://{}", running.local_address()),
             client: client(),
-            data_dir,
+            storage,
             running: Some(running),
         }
     }
 
-    /// Stops this instance and starts a new one on the same data directory.
+    /// Stops this instance and starts a new one on the same storage.
     pub async fn restart(mut self) -> Self {
         let running = self.running.take().expect("running");
         running.stop().await.expect("clean stop");
-        Self::spawn_in(Arc::clone(&self.data_dir)).await
+        Self::spawn_in(self.storage.clone()).await
     }
 
     /// Sends a request with an optional bearer credential and JSON body.
@@ -207,12 +236,14 @@ impl TestApp {
     }
 }
 
-/// The settings of a test instance: port 0, the given data directory, loopback
-/// receivers allowed past the SSRF guard, and retries in milliseconds, not seconds.
-pub fn test_args(data_dir: &Path) -> ServeArgs {
+/// The settings of a test instance: port 0, the given storage, loopback receivers
+/// allowed past the SSRF guard, and retries in milliseconds, not seconds.
+pub fn test_args(storage: &Storage) -> ServeArgs {
     ServeArgs {
         listen: Some("127.0.0.1:0".into()),
-        data_dir: Some(data_dir.to_string_lossy().into_owned()),
+        data_dir: Some(storage.dir.path().to_string_lossy().into_owned()),
+        database_url: storage.database_url.clone(),
+        database_pool_size: storage.database_url.as_ref().map(|_| "4".into()),
         allow_targets: Some("127.0.0.0/8".into()),
         retry_initial: Some("100ms".into()),
         retry_max_delay: Some("400ms".into()),

@@ -172,20 +172,63 @@ async fn readiness_fails_while_the_schema_is_not_the_expected_one() {
         crate::helpers::answer(response).await
     };
     readyz().await.expect(200);
-    let database = app
-        .data_dir
-        .path()
-        .join(herald_store::sqlite::DATABASE_FILE);
-    let raw = rusqlite::Connection::open(&database).expect("raw connection");
-    let version: i64 = raw
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .expect("version");
-    raw.pragma_update(None, "user_version", version + 1)
-        .expect("pretend a newer schema");
+    let schema = SchemaVersion::open(&app.storage).await;
+    let version = schema.get().await;
+    schema.set(version + 1).await;
     readyz().await.assert_problem(503, "unavailable");
-    raw.pragma_update(None, "user_version", version)
-        .expect("back to the real schema");
+    schema.set(version).await;
     readyz().await.expect(200);
+}
+
+/// The schema version recorded in a test instance's store, read and written behind
+/// Herald's back.
+enum SchemaVersion {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+impl SchemaVersion {
+    async fn open(storage: &crate::helpers::Storage) -> Self {
+        match &storage.database_url {
+            None => {
+                let path = storage.dir.path().join(herald_store::sqlite::DATABASE_FILE);
+                Self::Sqlite(rusqlite::Connection::open(&path).expect("raw connection"))
+            }
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("raw connection");
+                tokio::spawn(connection);
+                Self::Postgres(client)
+            }
+        }
+    }
+
+    async fn get(&self) -> i64 {
+        match self {
+            Self::Sqlite(raw) => raw
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .expect("version"),
+            Self::Postgres(raw) => raw
+                .query_one("SELECT max(version) FROM herald_schema", &[])
+                .await
+                .expect("version")
+                .get(0),
+        }
+    }
+
+    async fn set(&self, version: i64) {
+        match self {
+            Self::Sqlite(raw) => raw
+                .pragma_update(None, "user_version", version)
+                .expect("set the version"),
+            Self::Postgres(raw) => {
+                raw.execute("UPDATE herald_schema SET version = $1", &[&version])
+                    .await
+                    .expect("set the version");
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
