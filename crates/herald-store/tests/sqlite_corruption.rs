@@ -11,7 +11,7 @@ use herald_core::model::{
     NewTenant, TargetUrl, TenantName,
 };
 use herald_core::service::Management;
-use herald_core::store::{ClaimRequest, Store};
+use herald_core::store::{ClaimRequest, SharedLimits, Store};
 use herald_core::time::Timestamp;
 use herald_store::SqliteStore;
 use herald_store::sqlite::DATABASE_FILE;
@@ -97,6 +97,7 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
             target_id: id.clone(),
             first_attempts: 10,
             retries: 10,
+            limits: SharedLimits::in_flight(u32::MAX),
         })
         .collect();
     let claims = store

@@ -77,7 +77,12 @@ async fn write_outcomes(store: &Store, outcomes: Vec<OutcomeRecord>, hints: &Hin
         .map(|o| (o.target_id.clone(), o.verdict.next_attempt_at))
         .collect();
     let count = outcomes.len();
-    match store.record_outcomes(outcomes, Timestamp::now()).await {
+    let targets: Vec<TargetId> = outcomes.iter().map(|o| o.target_id.clone()).collect();
+    let result = store.record_outcomes(outcomes, Timestamp::now()).await;
+    // Committed or not, these attempts are over: a failed write leaves its deliveries
+    // to lease recovery, which the scheduler need not wait for.
+    hints.settled(targets);
+    match result {
         Ok(applied) => {
             let stale = applied.iter().filter(|applied| !**applied).count();
             if stale > 0 {

@@ -34,6 +34,20 @@ impl TokenBucket {
         bucket
     }
 
+    /// A bucket as saved at `updated` with `tokens` in it (a debt if negative), now
+    /// refilling at `rate` per second.
+    pub fn restore(rate: f64, tokens: f64, updated: Timestamp) -> Self {
+        let mut bucket = Self::new(rate, updated);
+        bucket.tokens = tokens.min(bucket.burst());
+        bucket
+    }
+
+    /// The tokens in the bucket at `now`, to save it (see [`Self::restore`]).
+    pub fn tokens(&mut self, now: Timestamp) -> f64 {
+        self.refill(now);
+        self.tokens
+    }
+
     /// The rate per second.
     pub fn rate(&self) -> f64 {
         self.rate

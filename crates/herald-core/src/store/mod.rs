@@ -27,7 +27,7 @@ use crate::time::Timestamp;
 pub use page::{Page, PageRequest};
 pub use queue::{
     Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, QueueStats, Requeue,
-    WaitingTarget,
+    SharedLimits, WaitingTarget,
 };
 
 /// Why a store operation failed, in backend-neutral terms.
@@ -225,7 +225,12 @@ pub trait StoreBackend: Send + Sync + 'static {
     async fn waiting_targets(&self) -> Result<Vec<WaitingTarget>, StoreError>;
     /// Claims, for each request, up to its numbers of due first attempts and due
     /// retries of its target (earliest due first), each under a lease of `lease` and a
-    /// new fencing token; all in one commit. Inactive targets yield nothing.
+    /// new fencing token; all in one commit. Inactive targets yield nothing. Each
+    /// request's [`SharedLimits`] hold over everything claimed from the store: no more
+    /// of the target's deliveries in flight (unfinished claims of any instance) than
+    /// its `max_in_flight`, and no faster than its rate, whose token bucket the store
+    /// keeps. A target another instance is claiming at this very moment may be skipped
+    /// rather than waited for.
     async fn claim(
         &self,
         requests: Vec<ClaimRequest>,

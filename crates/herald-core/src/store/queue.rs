@@ -21,7 +21,7 @@ use std::sync::Arc;
 use crate::filter::EventType;
 use crate::flow::Circuit;
 use crate::id::{DeliveryId, EventId, TargetId};
-use crate::model::{Attempt, Delivery, DeliveryStatus, Event, Target};
+use crate::model::{Attempt, Delivery, DeliveryStatus, Event, RateLimit, Target};
 use crate::outcome::Verdict;
 use crate::time::Timestamp;
 
@@ -86,7 +86,7 @@ pub struct WaitingTarget {
 }
 
 /// How many due deliveries to claim from one target, per lane.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClaimRequest {
     /// The target.
     pub target_id: TargetId,
@@ -94,6 +94,54 @@ pub struct ClaimRequest {
     pub first_attempts: u32,
     /// Most retries to claim.
     pub retries: u32,
+    /// The target's limits across every instance sharing the store.
+    pub limits: SharedLimits,
+}
+
+/// A target's limits that must hold across every Herald instance sharing the store,
+/// not once per instance. Each instance's scheduler keeps them for its own requests;
+/// the store enforces them over all instances when claiming, under a per-target lock,
+/// so the instance count never multiplies them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedLimits {
+    /// Most deliveries of the target in flight at once, counting every instance's
+    /// (the claimant's concurrency window: `maxInFlight`, less while congested, 1 for
+    /// a circuit's probe).
+    pub max_in_flight: u32,
+    /// The target's rate limit, shared by all instances, if it has one.
+    pub rate: Option<RateLimit>,
+}
+
+impl SharedLimits {
+    /// No limit beyond `max_in_flight` deliveries at once.
+    pub fn in_flight(max_in_flight: u32) -> Self {
+        Self {
+            max_in_flight,
+            rate: None,
+        }
+    }
+}
+
+impl ClaimRequest {
+    /// How many first attempts and retries may be claimed while `in_flight`
+    /// deliveries of the target are under way (by any instance) and, for a
+    /// rate-limited target, `tokens` whole tokens are left in its shared bucket. When
+    /// less than asked is allowed, the lanes keep their proportions (retries rounded
+    /// up, so a lone retry is not starved).
+    pub fn granted(&self, in_flight: u64, tokens: Option<u32>) -> (u32, u32) {
+        let room = u64::from(self.limits.max_in_flight).saturating_sub(in_flight);
+        let mut allowed = u32::try_from(room).unwrap_or(u32::MAX);
+        if let Some(tokens) = tokens {
+            allowed = allowed.min(tokens);
+        }
+        let asked = self.first_attempts.saturating_add(self.retries);
+        if allowed >= asked {
+            return (self.first_attempts, self.retries);
+        }
+        let retries = (u64::from(allowed) * u64::from(self.retries)).div_ceil(u64::from(asked));
+        let retries = u32::try_from(retries).unwrap_or(u32::MAX).min(self.retries);
+        (self.first_attempts.min(allowed - retries), retries)
+    }
 }
 
 /// How much work waits, for metrics and autoscaling.
@@ -133,4 +181,39 @@ pub struct OutcomeRecord {
     pub attempt: Attempt,
     /// The delivery's new state.
     pub verdict: Verdict,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(first_attempts: u32, retries: u32, max_in_flight: u32) -> ClaimRequest {
+        ClaimRequest {
+            target_id: TargetId::generate(),
+            first_attempts,
+            retries,
+            limits: SharedLimits::in_flight(max_in_flight),
+        }
+    }
+
+    #[test]
+    fn a_request_within_the_limits_is_granted_whole() {
+        assert_eq!(request(3, 2, 10).granted(5, None), (3, 2));
+        assert_eq!(request(3, 2, 10).granted(0, Some(5)), (3, 2));
+    }
+
+    #[test]
+    fn other_instances_in_flight_and_tokens_shrink_the_grant() {
+        assert_eq!(request(4, 0, 10).granted(8, None), (2, 0));
+        assert_eq!(request(4, 0, 10).granted(12, None), (0, 0));
+        assert_eq!(request(4, 0, 10).granted(0, Some(1)), (1, 0));
+        assert_eq!(request(4, 0, 10).granted(0, Some(0)), (0, 0));
+    }
+
+    #[test]
+    fn a_shrunk_grant_keeps_the_lanes_proportions_and_a_lone_retry() {
+        assert_eq!(request(6, 2, 4).granted(0, None), (3, 1));
+        assert_eq!(request(9, 1, 2).granted(0, None), (1, 1));
+        assert_eq!(request(0, 5, 2).granted(0, None), (0, 2));
+    }
 }

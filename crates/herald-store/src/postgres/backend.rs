@@ -85,10 +85,13 @@ impl PostgresStore {
 
     async fn write_target(&self, target: &Target, insert: bool) -> Result<u64, StoreError> {
         let sql = if insert {
-            "INSERT INTO targets (url, description, secret, headers, rate_limit_per_second, max_in_flight, \
-             timeout_ms, active, created_at, updated_at, id, tenant_id, previous_secret, \
-             previous_secret_expires_at, disabled_reason) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            // With the row its claims lock (see `queue::claim`).
+            "WITH inserted AS ( \
+               INSERT INTO targets (url, description, secret, headers, rate_limit_per_second, max_in_flight, \
+               timeout_ms, active, created_at, updated_at, id, tenant_id, previous_secret, \
+               previous_secret_expires_at, disabled_reason) \
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) RETURNING id) \
+             INSERT INTO target_flow (target_id) SELECT id FROM inserted"
         } else {
             "UPDATE targets SET url = $1, description = $2, secret = $3, headers = $4, \
              rate_limit_per_second = $5, max_in_flight = $6, timeout_ms = $7, active = $8, created_at = $9, \

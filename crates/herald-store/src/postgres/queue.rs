@@ -27,6 +27,7 @@ use crate::decode::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     Undecodable, qualified,
 };
+use crate::limits::{self, SavedBucket};
 
 /// The condition selecting the first-attempt lane of pending deliveries (it matches
 /// the `deliveries_first_due` partial index).
@@ -465,24 +466,74 @@ pub(super) async fn claim(
         .transact(None, async |t| {
             let mut claimed = Vec::new();
             for request in &requests {
-                for (lane, limit) in [
-                    (FIRST_LANE, request.first_attempts),
-                    (RETRY_LANE, request.retries),
-                ] {
-                    if limit > 0 {
-                        let lane = LaneClaim {
-                            target: &request.target_id,
-                            lane,
-                            limit,
-                        };
-                        lane.claim(t, &store.instance_id, now, lease, &mut claimed)
-                            .await?;
-                    }
-                }
+                claim_target(t, request, &store.instance_id, now, lease, &mut claimed).await?;
             }
             attach_events_and_targets(t, claimed, now).await
         })
         .await
+}
+
+/// Claims what `request` asks of one target, within its shared limits. The target's
+/// `target_flow` row is locked first, so no other instance claims from it until this
+/// transaction ends; if another instance holds it right now, the target is skipped
+/// (it is being served) instead of waited for.
+async fn claim_target(
+    t: &Transaction<'_>,
+    request: &ClaimRequest,
+    instance: &str,
+    now: Timestamp,
+    lease: Duration,
+    claimed: &mut Vec<(Delivery, i64)>,
+) -> Result<(), StoreError> {
+    let target = request.target_id.as_str();
+    let locked = rows::query(
+        t,
+        "SELECT f.tokens, f.tokens_at FROM target_flow f JOIN targets t ON t.id = f.target_id \
+         WHERE f.target_id = $1 AND t.active FOR NO KEY UPDATE OF f SKIP LOCKED",
+        &[&target],
+    )
+    .await?;
+    let Some(row) = locked.first() else {
+        return Ok(());
+    };
+    let saved = SavedBucket {
+        tokens: row.try_get(0).map_err(super::error::translate)?,
+        at: row.try_get(1).map_err(super::error::translate)?,
+    };
+    // Counted after the lock, so every claim committed before it is seen.
+    let in_flight = rows::query(
+        t,
+        "SELECT count(*) FROM deliveries WHERE target_id = $1 AND status = 'delivering'",
+        &[&target],
+    )
+    .await?
+    .first()
+    .and_then(|row| row.try_get::<_, i64>(0).ok())
+    .map_or(0, count);
+    let mut bucket = limits::bucket(&request.limits, saved, now);
+    let tokens = bucket.as_mut().map(|b| b.available(now));
+    let (first_attempts, retries) = request.granted(in_flight, tokens);
+    let before = claimed.len();
+    for (lane, limit) in [(FIRST_LANE, first_attempts), (RETRY_LANE, retries)] {
+        if limit > 0 {
+            let lane = LaneClaim {
+                target: &request.target_id,
+                lane,
+                limit,
+            };
+            lane.claim(t, instance, now, lease, claimed).await?;
+        }
+    }
+    if let Some(bucket) = &mut bucket {
+        let saved = limits::spend(bucket, claimed.len() - before, now);
+        rows::execute(
+            t,
+            "UPDATE target_flow SET tokens = $2, tokens_at = $3 WHERE target_id = $1",
+            &[&target, &saved.tokens, &saved.at],
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Up to `limit` due deliveries of one lane of one target.
@@ -508,7 +559,6 @@ impl LaneClaim<'_> {
              lease_expires_at = $1, updated_at = $2, leased_by = $5 \
              FROM (SELECT id FROM deliveries WHERE status = 'pending' AND {lane} AND target_id = $3 \
                    AND next_attempt_at <= $2 \
-                   AND EXISTS (SELECT 1 FROM targets t WHERE t.id = $3 AND t.active) \
                    ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED) picked \
              WHERE d.id = picked.id RETURNING {columns}, d.lease_token",
             lane = self.lane,

@@ -15,8 +15,9 @@ use super::error::translate;
 const MIGRATION_LOCK: i64 = 0x6865_7261_6c64;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: the whole schema of the embedded store's version 3, plus who holds each lease
-    // and the registry of running instances.
+    // 1: the whole schema of the embedded store's version 4, plus who holds each lease
+    // and the registry of running instances. Every target has a `target_flow` row: the
+    // lock claims take on it makes its shared limits exact across instances.
     "CREATE TABLE tenants (
         id                 TEXT PRIMARY KEY,
         name               TEXT NOT NULL,
@@ -132,6 +133,12 @@ const MIGRATIONS: &[&str] = &[
         next_probe_at         BIGINT,
         opens                 BIGINT NOT NULL
     );
+    CREATE TABLE target_flow (
+        target_id  TEXT PRIMARY KEY REFERENCES targets(id) ON DELETE CASCADE,
+        tokens     DOUBLE PRECISION,
+        tokens_at  BIGINT
+    );
+    CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';
     CREATE TABLE instances (
         id            TEXT PRIMARY KEY,
         started_at    BIGINT NOT NULL,

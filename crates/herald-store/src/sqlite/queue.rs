@@ -23,6 +23,7 @@ use super::rows::{
     execute,
 };
 use crate::decode::{self, qualified};
+use crate::limits::{self, SavedBucket};
 
 pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
     rows::all(
@@ -341,10 +342,12 @@ pub(super) fn claim(
         if !target_is_active(connection, &request.target_id)? {
             continue;
         }
-        for (lane, limit) in [
-            (FIRST_LANE, request.first_attempts),
-            (RETRY_LANE, request.retries),
-        ] {
+        let in_flight = in_flight(connection, &request.target_id)?;
+        let mut bucket = limits::bucket(&request.limits, saved_bucket(connection, request)?, now);
+        let tokens = bucket.as_mut().map(|b| b.available(now));
+        let (first_attempts, retries) = request.granted(in_flight, tokens);
+        let before = claimed.len();
+        for (lane, limit) in [(FIRST_LANE, first_attempts), (RETRY_LANE, retries)] {
             if limit > 0 {
                 claim_lane(
                     connection,
@@ -357,8 +360,59 @@ pub(super) fn claim(
                 )?;
             }
         }
+        if let Some(bucket) = &mut bucket {
+            let saved = limits::spend(bucket, claimed.len() - before, now);
+            save_bucket(connection, &request.target_id, saved)?;
+        }
     }
     attach_events_and_targets(connection, claimed, now)
+}
+
+/// How many of the target's deliveries are claimed and not yet finished.
+fn in_flight(connection: &Connection, target: &TargetId) -> Result<u64, StoreError> {
+    let count: i64 = connection
+        .prepare_cached(
+            "SELECT COUNT(*) FROM deliveries WHERE target_id = ?1 AND status = 'delivering'",
+        )
+        .and_then(|mut s| s.query_row([target.as_str()], |row| row.get(0)))
+        .map_err(translate)?;
+    Ok(u64::try_from(count).unwrap_or(0))
+}
+
+/// The target's saved token bucket (only read for a rate-limited target).
+fn saved_bucket(
+    connection: &Connection,
+    request: &ClaimRequest,
+) -> Result<SavedBucket, StoreError> {
+    if request.limits.rate.is_none() {
+        return Ok(SavedBucket::default());
+    }
+    Ok(rows::optional(
+        connection,
+        "SELECT tokens, tokens_at FROM target_flow WHERE target_id = ?1",
+        [request.target_id.as_str()],
+        |row| {
+            Ok(SavedBucket {
+                tokens: row.get(0)?,
+                at: row.get(1)?,
+            })
+        },
+    )?
+    .unwrap_or_default())
+}
+
+fn save_bucket(
+    connection: &Connection,
+    target: &TargetId,
+    saved: SavedBucket,
+) -> Result<(), StoreError> {
+    execute(
+        connection,
+        "INSERT INTO target_flow (target_id, tokens, tokens_at) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (target_id) DO UPDATE SET tokens = excluded.tokens, tokens_at = excluded.tokens_at",
+        params![target.as_str(), saved.tokens, saved.at],
+    )
+    .map(drop)
 }
 
 fn target_is_active(connection: &Connection, target: &TargetId) -> Result<bool, StoreError> {

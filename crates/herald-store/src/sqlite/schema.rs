@@ -129,6 +129,14 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'pending' AND attempts = 0;
     CREATE INDEX deliveries_retry_due ON deliveries(target_id, next_attempt_at)
         WHERE status = 'pending' AND attempts > 0;",
+    // 4: limits shared by every claim: each target's token bucket, and a count of its
+    // deliveries in flight read from an index.
+    "CREATE TABLE target_flow (
+        target_id  TEXT PRIMARY KEY REFERENCES targets(id) ON DELETE CASCADE,
+        tokens     REAL,
+        tokens_at  INTEGER
+    ) STRICT;
+    CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';",
 ];
 
 /// The schema version this binary writes.

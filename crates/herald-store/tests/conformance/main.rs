@@ -73,4 +73,5 @@ conformance!(
     disabled_targets_keep_their_deliveries_waiting,
     circuits_are_saved_per_target,
     queue_stats_count_due_and_waiting_work_and_open_circuits,
+    claims_share_each_targets_in_flight_cap_and_rate,
 );

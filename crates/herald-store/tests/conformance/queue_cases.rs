@@ -9,7 +9,8 @@ use herald_core::id::AttemptId;
 use herald_core::model::{Attempt, DeliveryStatus, Target};
 use herald_core::outcome::Verdict;
 use herald_core::store::{
-    Claim, ClaimRequest, DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue, Store,
+    Claim, ClaimRequest, DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue,
+    SharedLimits, Store,
 };
 use herald_core::time::Timestamp;
 
@@ -18,6 +19,12 @@ use crate::fixtures::{event_record, stored_filter, stored_target, subscription, 
 
 const NOW: i64 = 1_800_000_000_000;
 const LEASE: Duration = Duration::from_secs(90);
+
+/// Limits that never bind.
+const UNLIMITED: SharedLimits = SharedLimits {
+    max_in_flight: u32::MAX,
+    rate: None,
+};
 
 fn at(offset_ms: i64) -> Timestamp {
     Timestamp::from_millis(NOW + offset_ms)
@@ -57,6 +64,7 @@ async fn claim_due(
             target_id: target.id.clone(),
             first_attempts: limit,
             retries: limit,
+            limits: UNLIMITED,
         })
         .collect();
     store.claim(requests, now, lease).await
@@ -531,6 +539,7 @@ pub async fn claims_take_what_each_lane_of_each_target_is_asked(backend: Backend
                 target_id: routes[0].0.id.clone(),
                 first_attempts: 2,
                 retries: 0,
+                limits: UNLIMITED,
             }],
             at(10),
             LEASE,
@@ -559,6 +568,7 @@ pub async fn claims_take_what_each_lane_of_each_target_is_asked(backend: Backend
         target_id: routes[0].0.id.clone(),
         first_attempts,
         retries,
+        limits: UNLIMITED,
     };
     assert!(
         store
@@ -747,4 +757,76 @@ pub async fn queue_stats_count_due_and_waiting_work_and_open_circuits(backend: B
         stats.waiting, 2,
         "a switched-off target's deliveries cannot go, so they are not counted"
     );
+}
+
+/// Two claimants (two instances, or one instance twice) share a target's limits: what
+/// is in flight from either counts against `max_in_flight`, and the rate's tokens
+/// spent by one are gone for the other.
+pub async fn claims_share_each_targets_in_flight_cap_and_rate(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let (capped, limited) = (&routes[0].0, &routes[1].0);
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    for n in 0..10 {
+        store
+            .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(n))])
+            .await
+            .unwrap();
+    }
+    let capped_request = |first_attempts| ClaimRequest {
+        target_id: capped.id.clone(),
+        first_attempts,
+        retries: 0,
+        limits: SharedLimits::in_flight(4),
+    };
+    let first = store
+        .claim(vec![capped_request(3)], at(100), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    let second = store
+        .claim(vec![capped_request(3)], at(100), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1, "3 of the cap of 4 are in flight already");
+    let finished = outcome(&first[0], DeliveryStatus::Succeeded, at(110), 200);
+    store
+        .record_outcomes(vec![finished], at(110))
+        .await
+        .unwrap();
+    let third = store
+        .claim(vec![capped_request(3)], at(120), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(third.len(), 1, "one finished, so one more may go");
+
+    // 20/s with a burst of 2: the second claimant finds the bucket spent.
+    let limited_request = || ClaimRequest {
+        target_id: limited.id.clone(),
+        first_attempts: 10,
+        retries: 0,
+        limits: SharedLimits {
+            max_in_flight: 100,
+            rate: Some(herald_core::model::RateLimit::parse(20.0, "rate").unwrap()),
+        },
+    };
+    let burst = store
+        .claim(vec![limited_request()], at(200), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        burst.len(),
+        2,
+        "a full bucket holds a tenth of a second's tokens"
+    );
+    let spent = store
+        .claim(vec![limited_request()], at(200), LEASE)
+        .await
+        .unwrap();
+    assert!(spent.is_empty(), "the tokens are shared, not per claimant");
+    let refilled = store
+        .claim(vec![limited_request()], at(300), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(refilled.len(), 2, "100 ms later, 2 more tokens");
 }

@@ -1,6 +1,7 @@
 //! How the rest of Herald tells the scheduler that work became due, without a query:
 //! intake names the targets of new deliveries, the outcome recorder names retries
-//! once they are committed, the operations API asks for a full rescan after a requeue.
+//! and settled outcomes once they are committed, the operations API asks for a full
+//! rescan after a requeue.
 //! Hints only make the scheduler look sooner; its periodic rescan of the store finds
 //! everything anyway, so a lost hint delays work by at most that period.
 
@@ -27,6 +28,9 @@ pub struct Gathered {
     pub targets: HashMap<TargetId, LaneHint>,
     /// Something changed that only a rescan of the store finds.
     pub rescan: bool,
+    /// Per target, how many finished attempts' outcomes the store has now settled
+    /// (committed, or given up on): they no longer count as in flight there.
+    pub settled: HashMap<TargetId, u32>,
 }
 
 /// The shared mailbox of hints. Cheap to share behind an `Arc`.
@@ -56,6 +60,15 @@ impl Hints {
         self.update(|gathered| {
             let hint = gathered.targets.entry(target).or_default();
             hint.retry = earliest(hint.retry, due);
+        });
+    }
+
+    /// The outcomes of attempts to these targets (one entry per attempt) are settled.
+    pub fn settled(&self, targets: impl IntoIterator<Item = TargetId>) {
+        self.update(|gathered| {
+            for target in targets {
+                *gathered.settled.entry(target).or_default() += 1;
+            }
         });
     }
 

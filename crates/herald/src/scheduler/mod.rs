@@ -233,6 +233,11 @@ impl Scheduler {
     fn take_hints(&mut self) -> bool {
         let gathered = self.hints.take();
         let mut rescan = gathered.rescan;
+        for (target, settled) in gathered.settled {
+            if let Some(flow) = self.targets.get_mut(&target) {
+                flow.unsettled = flow.unsettled.saturating_sub(settled);
+            }
+        }
         for (target, hint) in gathered.targets {
             let Some(flow) = self.targets.get_mut(&target) else {
                 // A target never seen: its configuration comes with the rescan.
@@ -316,6 +321,7 @@ impl Scheduler {
                 first_due: allowance.first_due,
                 retry_due: allowance.retry_due,
                 retry_turn: flow.retry_turn,
+                limits: allowance.limits,
             });
         }
         if capacity == 0 || demands.is_empty() {
@@ -481,6 +487,8 @@ impl Scheduler {
         let signal = feedback(&attempted.result);
         let settings = Arc::clone(&self.settings);
         if let Some(flow) = self.targets.get_mut(&finished.target_id) {
+            // Its outcome is on its way to the store (sent below).
+            flow.unsettled += 1;
             let before = flow.circuit;
             match signal.health {
                 Health::Healthy => {

@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 
 use herald_core::flow::fair_shares;
 use herald_core::id::{TargetId, TenantId};
-use herald_core::store::ClaimRequest;
+use herald_core::store::{ClaimRequest, SharedLimits};
 
 /// What one target could take now.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Demand {
     /// The tenant it belongs to.
     pub tenant_id: TenantId,
@@ -27,6 +27,8 @@ pub struct Demand {
     pub retry_due: bool,
     /// Retries go first if only one delivery may go and both lanes wait.
     pub retry_turn: bool,
+    /// Its limits across every instance, passed on to the store.
+    pub limits: SharedLimits,
 }
 
 /// The claims of one pass: at most `capacity` deliveries, at most `retry_capacity` of
@@ -74,6 +76,7 @@ pub fn plan(
                     target_id: demand.target_id.clone(),
                     first_attempts,
                     retries,
+                    limits: demand.limits,
                 });
             }
         }
@@ -107,6 +110,7 @@ mod tests {
             first_due,
             retry_due,
             retry_turn: false,
+            limits: SharedLimits::in_flight(count),
         }
     }
 

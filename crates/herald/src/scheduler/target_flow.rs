@@ -6,13 +6,14 @@ use std::sync::Arc;
 use herald_core::flow::circuit::Admission;
 use herald_core::flow::{Circuit, ConcurrencyWindow, TokenBucket};
 use herald_core::model::Target;
+use herald_core::store::SharedLimits;
 use herald_core::time::Timestamp;
 
 /// Most deliveries claimed from one target in one pass.
 const MAX_PER_PASS: u32 = 256;
 
 /// How much a target may be sent now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Allowance {
     /// Deliveries it may be sent now.
     pub count: u32,
@@ -23,6 +24,8 @@ pub struct Allowance {
     /// When to look again if `count` is 0 and only time will change that (`None`:
     /// an attempt finishing or a hint will).
     pub wake_at: Option<Timestamp>,
+    /// The limits the store enforces across every instance's claims.
+    pub limits: SharedLimits,
 }
 
 impl Allowance {
@@ -32,6 +35,7 @@ impl Allowance {
             first_due: false,
             retry_due: false,
             wake_at,
+            limits: SharedLimits::in_flight(0),
         }
     }
 }
@@ -49,6 +53,9 @@ pub struct TargetFlow {
     pub in_flight: u32,
     /// Requests under way that are retries.
     pub retries_in_flight: u32,
+    /// Finished attempts whose outcome the store has not settled yet: the store still
+    /// counts them in flight against the shared `maxInFlight`, so they hold their slot.
+    pub unsettled: u32,
     /// Adaptive concurrency within `maxInFlight`.
     pub window: ConcurrencyWindow,
     /// The rate limit, if the target has one.
@@ -79,6 +86,7 @@ impl TargetFlow {
             retry_due: None,
             in_flight: 0,
             retries_in_flight: 0,
+            unsettled: 0,
             paused_until: None,
             retry_turn: false,
             gone_since: None,
@@ -115,6 +123,7 @@ impl TargetFlow {
     /// back when the target has work again.
     pub fn is_idle(&self, now: Timestamp) -> bool {
         self.in_flight == 0
+            && self.unsettled == 0
             && self.first_due.is_none()
             && self.retry_due.is_none()
             && self.gone_since.is_none()
@@ -136,13 +145,17 @@ impl TargetFlow {
         if let Some(until) = self.paused_until.filter(|until| *until > now) {
             return Allowance::none(Some(until));
         }
+        // A probe goes alone: across instances too.
         let circuit_cap = match self.circuit.admission(now, self.in_flight > 0) {
             Admission::Open => MAX_PER_PASS,
             Admission::Probe if self.in_flight == 0 => 1,
             Admission::Probe | Admission::AwaitProbe => return Allowance::none(None),
             Admission::WaitUntil(at) => return Allowance::none(Some(at)),
         };
-        let room = self.window.current().saturating_sub(self.in_flight);
+        let room = self
+            .window
+            .current()
+            .saturating_sub(self.in_flight + self.unsettled);
         if room == 0 {
             return Allowance::none(None);
         }
@@ -158,6 +171,10 @@ impl TargetFlow {
             first_due,
             retry_due,
             wake_at: None,
+            limits: SharedLimits {
+                max_in_flight: self.window.current().min(circuit_cap),
+                rate: self.target.rate_limit,
+            },
         }
     }
 }
