@@ -25,6 +25,7 @@ use crate::api::{self, AppState, IngestLimits};
 use crate::config::{Config, DatabaseConfig};
 use crate::dispatcher::ssrf::Guard;
 use crate::dispatcher::{ClientError, Dispatcher};
+use crate::housekeeping::{self, HousekeepingSettings};
 use crate::metrics::Metrics;
 use crate::outcome;
 use crate::scheduler::{Hints, Scheduler, SchedulerSettings};
@@ -120,15 +121,17 @@ impl RunningApp {
 /// starts the delivery engine and the API.
 pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     let metrics = Metrics::new();
+    let instance_id = uuid::Uuid::now_v7().to_string();
     let opened = match &config.database {
         None => open_embedded(config, &metrics).await?,
-        Some(database) => open_shared(config, database, &metrics).await?,
+        Some(database) => open_shared(config, database, &instance_id, &metrics).await?,
     };
     let (store, admin, lock) = (opened.store, opened.admin, opened.lock);
     let hints = Arc::new(Hints::default());
     let (engine_stop, engine) = start_engine(
         config,
         store.clone(),
+        &instance_id,
         Arc::clone(&hints),
         Arc::clone(&metrics),
     )?;
@@ -214,14 +217,14 @@ async fn open_embedded(config: &Config, metrics: &Arc<Metrics>) -> Result<Opened
 async fn open_shared(
     config: &Config,
     database: &DatabaseConfig,
+    instance_id: &str,
     metrics: &Arc<Metrics>,
 ) -> Result<Opened, StartError> {
-    let instance_id = uuid::Uuid::now_v7().to_string();
     let options = PostgresOptions {
         url: database.url.clone(),
         pool_size: database.pool_size,
         connect_timeout: DATABASE_CONNECT_TIMEOUT,
-        instance_id: instance_id.clone(),
+        instance_id: instance_id.to_owned(),
     };
     let metrics = Arc::clone(metrics);
     let observer: CommitObserver = Arc::new(move |took| metrics.commit_took(took));
@@ -272,13 +275,19 @@ const MAX_CIRCUIT_COOLDOWN: Duration = Duration::from_secs(3600);
 /// How long a stop waits for attempts under way.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the scheduler and the outcome recorder; the handle ends when both have.
+/// Starts the scheduler, the outcome recorder and housekeeping; the handle ends when
+/// all have.
 fn start_engine(
     config: &Config,
     store: Store,
+    instance_id: &str,
     hints: Arc<Hints>,
     metrics: Arc<Metrics>,
 ) -> Result<(watch::Sender<bool>, JoinHandle<()>), StartError> {
+    let housekeeping_settings = HousekeepingSettings {
+        instance_id: instance_id.to_owned(),
+        retention: config.retention,
+    };
     let dispatcher = Dispatcher::new(Guard::new(config.allow_targets.clone()))?;
     let settings = SchedulerSettings {
         policy: config.retry.clone(),
@@ -297,12 +306,19 @@ fn start_engine(
         settings,
         Arc::clone(&hints),
         records,
-        metrics,
+        Arc::clone(&metrics),
     );
     let (stop, stopped) = watch::channel(false);
+    let housekeeping = tokio::spawn(housekeeping::run(
+        store.clone(),
+        housekeeping_settings,
+        metrics,
+        stopped.clone(),
+    ));
     let engine = tokio::spawn(async move {
         let recorder = tokio::spawn(outcome::record(store, recorded, hints));
         scheduler.run(stopped, STOP_GRACE).await;
+        let _ = housekeeping.await;
         // The scheduler and its attempts held the only senders: the recorder drains and ends.
         let _ = recorder.await;
     });

@@ -18,6 +18,7 @@ pub mod app;
 pub mod bench;
 pub mod config;
 pub mod dispatcher;
+pub mod housekeeping;
 pub mod metrics;
 pub mod outcome;
 pub mod scheduler;

@@ -35,6 +35,7 @@ pub struct Metrics {
     due: Gauge,
     waiting: Gauge,
     circuits_open: Gauge,
+    leader: Gauge,
     commit_duration: Histogram,
     /// When the queue gauges were last read from the store; one refresh at a time.
     queue_refreshed: tokio::sync::Mutex<Option<Instant>>,
@@ -109,6 +110,12 @@ impl Metrics {
             "Targets whose circuit is open or half-open",
             circuits_open.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this instance is the leader that runs housekeeping (lease recovery, retention)",
+            leader.clone(),
+        );
         // 0.1 ms to about 3 s.
         let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
         registry.register_with_unit(
@@ -126,6 +133,7 @@ impl Metrics {
             due,
             waiting,
             circuits_open,
+            leader,
             commit_duration,
             queue_refreshed: tokio::sync::Mutex::new(None),
         })
@@ -149,6 +157,11 @@ impl Metrics {
     /// Sets the number of requests under way.
     pub fn set_in_flight(&self, count: u32) {
         self.in_flight.set(i64::from(count));
+    }
+
+    /// Says whether this instance leads now.
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     /// Observes one store group commit.

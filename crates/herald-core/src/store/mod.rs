@@ -255,11 +255,58 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// store no other instance is using (the embedded store at start-up, after a crash).
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError>;
 
+    /// Extends to `until` the leases still held under these (delivery, fencing token)
+    /// pairs: the holder is alive and its attempts are under way. Returns how many
+    /// were extended (a lease taken over meanwhile is not).
+    async fn extend_leases(
+        &self,
+        leases: Vec<(DeliveryId, i64)>,
+        until: Timestamp,
+    ) -> Result<u64, StoreError>;
+
+    /// Records that an instance is alive (registering it the first time).
+    async fn heartbeat(&self, instance: &Instance) -> Result<(), StoreError>;
+    /// The registered instances, in id order.
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError>;
+    /// Forgets instances whose last heartbeat is older than `stale_before`. Returns
+    /// how many.
+    async fn forget_instances(&self, stale_before: Timestamp) -> Result<u64, StoreError>;
+    /// Makes `instance` the leader until `now + term`, if no other instance's term is
+    /// running; a leader calling again extends its term. Answers whether `instance`
+    /// leads now.
+    async fn take_leadership(
+        &self,
+        instance: &str,
+        now: Timestamp,
+        term: Duration,
+    ) -> Result<bool, StoreError>;
+    /// Deletes up to `limit` events created before `created_before` whose deliveries
+    /// are all finished (succeeded or dead), with their deliveries and attempts.
+    /// Returns how many events.
+    async fn purge_finished(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError>;
+
     /// Starts telling `listener` about changes other instances make. A store only one
     /// instance can use (the embedded one) has none to tell.
     fn watch(&self, listener: ChangeListener) {
         drop(listener);
     }
+}
+
+/// A running Herald instance, as its heartbeats describe it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Instance {
+    /// Its id, new at every start.
+    pub id: String,
+    /// Where it runs, for operators (host name, process id, version).
+    pub description: String,
+    /// When it started.
+    pub started_at: Timestamp,
+    /// Its last heartbeat.
+    pub heartbeat_at: Timestamp,
 }
 
 /// A change made through another Herald instance sharing the store, which this one

@@ -15,14 +15,14 @@ use herald_core::id::{
 use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Change, ChangeListener, Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted,
+    Change, ChangeListener, Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, Instance,
     OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 
 use super::error::translate;
 use super::rows::{self, big};
-use super::{PostgresStore, queue, schema};
+use super::{PostgresStore, housekeeping, queue, schema};
 use crate::decode::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
 };
@@ -607,6 +607,43 @@ impl StoreBackend for PostgresStore {
 
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
         queue::release_leases(self, now, false).await
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: Vec<(DeliveryId, i64)>,
+        until: Timestamp,
+    ) -> Result<u64, StoreError> {
+        housekeeping::extend_leases(self, leases, until).await
+    }
+
+    async fn heartbeat(&self, instance: &Instance) -> Result<(), StoreError> {
+        housekeeping::heartbeat(self, instance).await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        housekeeping::instances(self).await
+    }
+
+    async fn forget_instances(&self, stale_before: Timestamp) -> Result<u64, StoreError> {
+        housekeeping::forget_instances(self, stale_before).await
+    }
+
+    async fn take_leadership(
+        &self,
+        instance: &str,
+        now: Timestamp,
+        term: Duration,
+    ) -> Result<bool, StoreError> {
+        housekeeping::take_leadership(self, instance, now, now.plus(term)).await
+    }
+
+    async fn purge_finished(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        housekeeping::purge_finished(self, created_before, limit).await
     }
 
     fn watch(&self, listener: ChangeListener) {

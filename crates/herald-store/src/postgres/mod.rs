@@ -10,6 +10,7 @@
 
 mod backend;
 mod error;
+mod housekeeping;
 mod notify;
 mod queue;
 mod rows;

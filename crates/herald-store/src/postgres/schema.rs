@@ -141,10 +141,16 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';
     CREATE TABLE instances (
         id            TEXT PRIMARY KEY,
+        description   TEXT NOT NULL,
         started_at    BIGINT NOT NULL,
-        heartbeat_at  BIGINT NOT NULL,
-        description   TEXT NOT NULL
-    );",
+        heartbeat_at  BIGINT NOT NULL
+    );
+    CREATE TABLE leadership (
+        role        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX events_by_age ON events(created_at);",
 ];
 
 /// The schema version this binary writes.

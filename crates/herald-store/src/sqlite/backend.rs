@@ -12,8 +12,8 @@ use herald_core::id::{
 use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
-    QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
+    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, Instance, OutcomeRecord, Page,
+    PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
@@ -24,7 +24,7 @@ use super::rows::{
     execute,
 };
 use super::writer::Lane;
-use super::{queue, schema};
+use super::{housekeeping, queue, schema};
 
 /// The value `after` takes on the first page: every id sorts after the empty string.
 fn after(page: &PageRequest) -> String {
@@ -590,6 +590,55 @@ impl StoreBackend for SqliteStore {
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
         self.writer
             .write(move |c| queue::release_leases(c, now, false))
+            .await
+    }
+
+    async fn extend_leases(
+        &self,
+        leases: Vec<(DeliveryId, i64)>,
+        until: Timestamp,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| housekeeping::extend_leases(c, &leases, until))
+            .await
+    }
+
+    async fn heartbeat(&self, instance: &Instance) -> Result<(), StoreError> {
+        let instance = instance.clone();
+        self.writer
+            .write(move |c| housekeeping::heartbeat(c, &instance))
+            .await
+    }
+
+    async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
+        self.readers.read(housekeeping::instances).await
+    }
+
+    async fn forget_instances(&self, stale_before: Timestamp) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| housekeeping::forget_instances(c, stale_before))
+            .await
+    }
+
+    async fn take_leadership(
+        &self,
+        instance: &str,
+        now: Timestamp,
+        term: Duration,
+    ) -> Result<bool, StoreError> {
+        let instance = instance.to_owned();
+        self.writer
+            .write(move |c| housekeeping::take_leadership(c, &instance, now, now.plus(term)))
+            .await
+    }
+
+    async fn purge_finished(
+        &self,
+        created_before: Timestamp,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.writer
+            .write(move |c| housekeeping::purge_finished(c, created_before, limit))
             .await
     }
 }

@@ -9,6 +9,7 @@
 mod backend;
 mod checkpointer;
 mod error;
+mod housekeeping;
 mod queue;
 mod readers;
 mod rows;

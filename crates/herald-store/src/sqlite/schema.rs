@@ -129,14 +129,27 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'pending' AND attempts = 0;
     CREATE INDEX deliveries_retry_due ON deliveries(target_id, next_attempt_at)
         WHERE status = 'pending' AND attempts > 0;",
-    // 4: limits shared by every claim: each target's token bucket, and a count of its
-    // deliveries in flight read from an index.
+    // 4: limits shared by every claim (each target's token bucket, and a count of its
+    // deliveries in flight read from an index); the instance registry and leadership;
+    // finished events found by age for retention.
     "CREATE TABLE target_flow (
         target_id  TEXT PRIMARY KEY REFERENCES targets(id) ON DELETE CASCADE,
         tokens     REAL,
         tokens_at  INTEGER
     ) STRICT;
-    CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';",
+    CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';
+    CREATE TABLE instances (
+        id            TEXT PRIMARY KEY,
+        description   TEXT NOT NULL,
+        started_at    INTEGER NOT NULL,
+        heartbeat_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE leadership (
+        role        TEXT PRIMARY KEY,
+        holder      TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX events_by_age ON events(created_at);",
 ];
 
 /// The schema version this binary writes.

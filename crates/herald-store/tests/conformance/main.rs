@@ -9,6 +9,7 @@
 mod backends;
 mod cases;
 mod fixtures;
+mod housekeeping_cases;
 mod queue_cases;
 
 /// Runs a case from whichever module defines it.
@@ -17,6 +18,8 @@ macro_rules! run {
     ($case:ident, $backend:expr) => {{
         #[allow(unused_imports)]
         use $crate::cases::*;
+        #[allow(unused_imports)]
+        use $crate::housekeeping_cases::*;
         #[allow(unused_imports)]
         use $crate::queue_cases::*;
         $case($backend).await;
@@ -74,4 +77,8 @@ conformance!(
     circuits_are_saved_per_target,
     queue_stats_count_due_and_waiting_work_and_open_circuits,
     claims_share_each_targets_in_flight_cap_and_rate,
+    leases_are_extended_only_under_their_token,
+    instances_register_and_the_stale_are_forgotten,
+    leadership_is_held_by_one_instance_until_its_term_ends,
+    retention_purges_old_finished_events_only,
 );

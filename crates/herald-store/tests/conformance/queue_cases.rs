@@ -26,12 +26,12 @@ const UNLIMITED: SharedLimits = SharedLimits {
     rate: None,
 };
 
-fn at(offset_ms: i64) -> Timestamp {
+pub fn at(offset_ms: i64) -> Timestamp {
     Timestamp::from_millis(NOW + offset_ms)
 }
 
 /// A tenant with `count` targets, each subscribed to one catch-all filter.
-async fn setup(
+pub async fn setup(
     store: &Store,
     count: usize,
 ) -> (
@@ -51,7 +51,7 @@ async fn setup(
 }
 
 /// Claims up to `limit` per lane from each of the routes' targets.
-async fn claim_due(
+pub async fn claim_due(
     store: &Store,
     routes: &[(Target, herald_core::id::SubscriptionId)],
     now: Timestamp,
@@ -70,7 +70,7 @@ async fn claim_due(
     store.claim(requests, now, lease).await
 }
 
-fn outcome(
+pub fn outcome(
     claim: &herald_core::store::Claim,
     status: DeliveryStatus,
     next: Timestamp,

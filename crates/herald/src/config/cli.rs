@@ -69,7 +69,9 @@ pub struct ServeArgs {
     /// Attempts after which a delivery is dead [default: unlimited within the max age].
     #[arg(long, env = "HERALD_RETRY_MAX_ATTEMPTS", value_name = "N")]
     pub retry_max_attempts: Option<String>,
-    /// How long a claim holds a delivery; longer than the longest target timeout (60s) [default: 90s].
+    /// How long a claim holds a delivery unless renewed; renewed every third of it while
+    /// the attempt runs, so a crashed instance's work is taken over within one lease
+    /// [default: 15s, at least 3s].
     #[arg(long, env = "HERALD_DELIVERY_LEASE", value_name = "DURATION")]
     pub delivery_lease: Option<String>,
     /// Most delivery requests in flight at once [default: 256].
@@ -84,6 +86,10 @@ pub struct ServeArgs {
     /// Largest accepted event payload [default: 5MiB].
     #[arg(long, env = "HERALD_MAX_PAYLOAD", value_name = "SIZE")]
     pub max_payload: Option<String>,
+    /// How long finished events (with their deliveries and attempts) are kept, or
+    /// `forever`; also how long an idempotency key is remembered [default: 7d].
+    #[arg(long, env = "HERALD_RETENTION", value_name = "DURATION")]
+    pub retention: Option<String>,
     /// Default per-tenant ingest limit in events per second [default: unlimited].
     #[arg(long, env = "HERALD_TENANT_RATE_LIMIT", value_name = "PER_SECOND")]
     pub tenant_rate_limit: Option<String>,

@@ -55,6 +55,7 @@ pub struct FileConfig {
     pub circuit_failures: Option<FileValue>,
     pub circuit_cooldown: Option<FileValue>,
     pub max_payload: Option<FileValue>,
+    pub retention: Option<FileValue>,
     pub tenant_rate_limit: Option<FileValue>,
     pub kafka_brokers: Option<FileValue>,
     pub kafka_topics: Option<FileValue>,

@@ -112,6 +112,7 @@ pub mod settings {
         Setting::new("--circuit-failures", "HERALD_CIRCUIT_FAILURES");
     pub const CIRCUIT_COOLDOWN: Setting =
         Setting::new("--circuit-cooldown", "HERALD_CIRCUIT_COOLDOWN");
+    pub const RETENTION: Setting = Setting::new("--retention", "HERALD_RETENTION");
     pub const MAX_PAYLOAD: Setting = Setting::new("--max-payload", "HERALD_MAX_PAYLOAD");
     pub const TENANT_RATE_LIMIT: Setting =
         Setting::new("--tenant-rate-limit", "HERALD_TENANT_RATE_LIMIT");
@@ -161,6 +162,9 @@ pub struct Config {
     pub circuit: CircuitConfig,
     /// Largest accepted event payload, in bytes.
     pub max_payload: u64,
+    /// How long finished events (with their deliveries and attempts) are kept;
+    /// `None`: forever.
+    pub retention: Option<Duration>,
     /// Default per-tenant ingest limit, events per second.
     pub tenant_rate_limit: Option<f64>,
 }
@@ -184,6 +188,7 @@ impl fmt::Debug for Config {
             .field("delivery_concurrency", &self.delivery_concurrency)
             .field("circuit", &self.circuit)
             .field("max_payload", &self.max_payload)
+            .field("retention", &self.retention)
             .field("tenant_rate_limit", &self.tenant_rate_limit)
             .finish()
     }
@@ -237,7 +242,7 @@ impl Config {
             delivery_lease: parse_or(
                 raw.delivery_lease,
                 settings::DELIVERY_LEASE,
-                "90s",
+                "15s",
                 values::duration,
             )?,
             delivery_concurrency: parse_or(
@@ -261,6 +266,7 @@ impl Config {
                 )?,
             },
             max_payload: parse_or(raw.max_payload, settings::MAX_PAYLOAD, "5MiB", values::size)?,
+            retention: parse_or(raw.retention, settings::RETENTION, "7d", retention)?,
             tenant_rate_limit: parse_opt(
                 raw.tenant_rate_limit,
                 settings::TENANT_RATE_LIMIT,
@@ -294,10 +300,10 @@ impl Config {
         }
         if self.delivery_lease < MIN_LEASE {
             return Err(settings::DELIVERY_LEASE.invalid(format!(
-                "{} is not longer than the longest target timeout (60s) plus {}s of margin; a shorter lease \
-                 could let two workers deliver the same thing",
+                "{} is shorter than {}s; leases are renewed every third of their length while the \
+                 attempt runs, and a shorter one could run out between two renewals",
                 humantime::format_duration(self.delivery_lease),
-                LEASE_MARGIN.as_secs()
+                MIN_LEASE.as_secs()
             )));
         }
         if self.circuit.cooldown.is_zero() {
@@ -310,11 +316,8 @@ impl Config {
     }
 }
 
-/// Margin of a lease over the longest target timeout: time to record the outcome.
-const LEASE_MARGIN: Duration = Duration::from_secs(15);
-/// Shortest lease: the longest target timeout plus the margin.
-const MIN_LEASE: Duration =
-    Duration::from_secs(herald_core::model::Timeout::MAX_MS / 1000 + LEASE_MARGIN.as_secs());
+/// Shortest lease: renewals every third of it must keep it alive through a slow write.
+const MIN_LEASE: Duration = Duration::from_secs(3);
 
 /// Largest payload limit an operator may configure.
 const MAX_PAYLOAD_LIMIT: u64 = 256 << 20;
@@ -335,6 +338,7 @@ struct RawSettings {
     circuit_failures: Option<String>,
     circuit_cooldown: Option<String>,
     max_payload: Option<String>,
+    retention: Option<String>,
     tenant_rate_limit: Option<String>,
     kafka_brokers: Option<String>,
     kafka_topics: Option<String>,
@@ -361,6 +365,7 @@ impl RawSettings {
             circuit_failures: pick(args.circuit_failures, file.circuit_failures),
             circuit_cooldown: pick(args.circuit_cooldown, file.circuit_cooldown),
             max_payload: pick(args.max_payload, file.max_payload),
+            retention: pick(args.retention, file.retention),
             tenant_rate_limit: pick(args.tenant_rate_limit, file.tenant_rate_limit),
             kafka_brokers: pick(args.kafka_brokers, file.kafka_brokers),
             kafka_topics: pick(args.kafka_topics, file.kafka_topics),
@@ -438,6 +443,19 @@ fn database(
         url,
         pool_size: usize::try_from(pool_size).unwrap_or(usize::MAX),
     }))
+}
+
+/// A retention period, or `forever`.
+fn retention(text: &str) -> Result<Option<Duration>, String> {
+    if text.trim() == "forever" {
+        return Ok(None);
+    }
+    match values::duration(text)? {
+        period if period < Duration::from_secs(60) => Err(format!(
+            "{text:?} is shorter than a minute; write a longer period, or `forever`"
+        )),
+        period => Ok(Some(period)),
+    }
 }
 
 fn check_admin_token(token: String) -> Result<String, ConfigError> {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::flow::{CircuitPolicy, Health, feedback};
-use herald_core::id::TargetId;
+use herald_core::id::{DeliveryId, TargetId};
 use herald_core::model::DeliveryStatus;
 use herald_core::outcome::{AttemptResult, Progress, Verdict, judge};
 use herald_core::retry::RetryPolicy;
@@ -43,8 +43,9 @@ use target_flow::TargetFlow;
 
 /// How often the store is rescanned for due work no hint announced.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
-/// How often expired leases are looked for.
-const LEASE_RECOVERY_EVERY: Duration = Duration::from_secs(5);
+/// How many times per lease the leases of attempts under way are renewed: a lease
+/// survives two renewals missed in a row.
+const RENEWALS_PER_LEASE: u32 = 3;
 /// The share of workers kept for first attempts: retries may hold the rest.
 const FIRST_ATTEMPT_RESERVE: f64 = 0.25;
 
@@ -77,6 +78,7 @@ impl SchedulerSettings {
 
 /// An attempt that finished, on its way back to the scheduler.
 struct Finished {
+    delivery_id: DeliveryId,
     target_id: TargetId,
     retry: bool,
     /// `None` when the attempt's task ended without an outcome (a bug): its lease
@@ -97,6 +99,7 @@ struct Attempted {
 /// early (a panic), so the target's in-flight count can never stay stuck.
 struct Reporter {
     finished: mpsc::UnboundedSender<Finished>,
+    delivery_id: DeliveryId,
     target_id: TargetId,
     retry: bool,
     reported: bool,
@@ -107,6 +110,7 @@ impl Reporter {
         self.reported = true;
         // A stopped scheduler drops it: the lease expires and the delivery is retried.
         let _ = self.finished.send(Finished {
+            delivery_id: self.delivery_id.clone(),
             target_id: self.target_id.clone(),
             retry: self.retry,
             outcome: Some(attempted),
@@ -118,6 +122,7 @@ impl Drop for Reporter {
     fn drop(&mut self) {
         if !self.reported {
             let _ = self.finished.send(Finished {
+                delivery_id: self.delivery_id.clone(),
                 target_id: self.target_id.clone(),
                 retry: self.retry,
                 outcome: None,
@@ -139,6 +144,8 @@ pub struct Scheduler {
     targets: HashMap<TargetId, TargetFlow>,
     in_flight: u32,
     retries_in_flight: u32,
+    /// The lease token of each delivery under way, for renewals.
+    held: HashMap<DeliveryId, i64>,
     rotation: usize,
 }
 
@@ -166,6 +173,7 @@ impl Scheduler {
             targets: HashMap::new(),
             in_flight: 0,
             retries_in_flight: 0,
+            held: HashMap::new(),
             rotation: 0,
         }
     }
@@ -174,15 +182,15 @@ impl Scheduler {
     /// `grace` for attempts under way so their outcomes are recorded.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let mut next_rescan = Instant::now();
-        let mut next_recovery = Instant::now();
+        let mut next_renewal = Instant::now() + self.renewal_period();
         while !*shutdown.borrow() {
             self.take_finished();
             if self.take_hints() {
                 next_rescan = Instant::now();
             }
-            if Instant::now() >= next_recovery {
-                self.recover_expired_leases().await;
-                next_recovery = Instant::now() + LEASE_RECOVERY_EVERY;
+            if Instant::now() >= next_renewal {
+                self.renew_leases().await;
+                next_renewal = Instant::now() + self.renewal_period();
             }
             if Instant::now() >= next_rescan {
                 self.rescan().await;
@@ -199,7 +207,8 @@ impl Scheduler {
                     }
                 }
             }
-            let wake = wake_at.map_or(next_rescan, |at| instant_of(at, now).min(next_rescan));
+            let next_timer = next_rescan.min(next_renewal);
+            let wake = wake_at.map_or(next_timer, |at| instant_of(at, now).min(next_timer));
             tokio::select! {
                 Some(finished) = self.finished_rx.recv() => self.finish(finished),
                 () = self.hints.arrived() => {}
@@ -278,6 +287,7 @@ impl Scheduler {
                 std::collections::hash_map::Entry::Occupied(entry) => {
                     let flow = entry.into_mut();
                     flow.reconfigure(target, now);
+                    flow.adopt_circuit(found.circuit);
                     flow
                 }
                 std::collections::hash_map::Entry::Vacant(entry) => {
@@ -290,14 +300,25 @@ impl Scheduler {
         self.targets.retain(|_, flow| !flow.is_idle(now));
     }
 
-    async fn recover_expired_leases(&self) {
-        match self.store.recover_expired_leases(Timestamp::now()).await {
-            Ok(0) => {}
-            Ok(recovered) => tracing::warn!(
-                recovered,
-                "deliveries whose lease expired (their worker died) are due again"
-            ),
-            Err(error) => tracing::error!(error = %error, "recovering expired leases failed"),
+    fn renewal_period(&self) -> Duration {
+        self.settings.lease / RENEWALS_PER_LEASE
+    }
+
+    /// Extends the leases of the attempts under way: they are alive, so no other
+    /// worker may take their deliveries over. A dead instance renews nothing, and its
+    /// leases run out within one lease.
+    async fn renew_leases(&self) {
+        if self.held.is_empty() {
+            return;
+        }
+        let leases = self
+            .held
+            .iter()
+            .map(|(delivery, token)| (delivery.clone(), *token))
+            .collect();
+        let until = Timestamp::now().plus(self.settings.lease);
+        if let Err(error) = self.store.extend_leases(leases, until).await {
+            tracing::error!(error = %error, "renewing the leases of attempts under way failed");
         }
     }
 
@@ -404,6 +425,8 @@ impl Scheduler {
             self.retries_in_flight += 1;
         }
         self.metrics.set_in_flight(self.in_flight);
+        self.held
+            .insert(claim.delivery.id.clone(), claim.lease_token);
         self.spawn_attempt(claim, retry);
     }
 
@@ -412,6 +435,7 @@ impl Scheduler {
         let settings = Arc::clone(&self.settings);
         let reporter = Reporter {
             finished: self.finished_tx.clone(),
+            delivery_id: claim.delivery.id.clone(),
             target_id: claim.delivery.target_id.clone(),
             retry,
             reported: false,
@@ -463,6 +487,7 @@ impl Scheduler {
     /// Applies what an attempt says about its target, then sends its outcome on.
     fn finish(&mut self, finished: Finished) {
         let now = Timestamp::now();
+        self.held.remove(&finished.delivery_id);
         self.in_flight = self.in_flight.saturating_sub(1);
         if finished.retry {
             self.retries_in_flight = self.retries_in_flight.saturating_sub(1);

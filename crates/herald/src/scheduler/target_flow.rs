@@ -118,6 +118,16 @@ impl TargetFlow {
         self.target = target;
     }
 
+    /// Takes the circuit as saved in the store if it changed state after the one known
+    /// here: another instance sharing the store opened, probed or closed it.
+    pub fn adopt_circuit(&mut self, saved: Option<Circuit>) {
+        if let Some(saved) = saved
+            && saved.since > self.circuit.since
+        {
+            self.circuit = saved;
+        }
+    }
+
     /// Whether the scheduler can forget this target: nothing in flight, nothing
     /// waiting, no pause. A circuit that is not closed is saved in the store and read
     /// back when the target has work again.

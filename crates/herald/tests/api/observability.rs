@@ -95,6 +95,7 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
     assert_eq!(value("herald_deliveries_waiting"), 1.0);
     assert_eq!(value("herald_circuits_open"), 0.0);
     assert!(value("herald_store_commit_seconds_count") > 0.0);
+    assert_eq!(value("herald_leader"), 1.0, "a lone instance leads");
 
     // Exactly the exposition format Prometheus reads, per an independent parser.
     let (content_type, text) = scrape(&app).await;
@@ -130,7 +131,7 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
         .trim()
         .parse()
         .expect("a count");
-    assert_eq!(families, 8, "every metric family is there");
+    assert_eq!(families, 9, "every metric family is there");
 
     // The dashboard only queries metrics Herald exports.
     let dashboard: Value = serde_json::from_str(
