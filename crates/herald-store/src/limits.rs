@@ -3,7 +3,7 @@
 //! lock, read and write the row.
 
 use herald_core::flow::TokenBucket;
-use herald_core::store::SharedLimits;
+use herald_core::store::{ClaimRequest, HeldBack, SharedLimits};
 use herald_core::time::Timestamp;
 
 /// A target's saved bucket: its tokens, and when they were counted (both `NULL`
@@ -36,4 +36,23 @@ pub(crate) fn spend(bucket: &mut TokenBucket, claimed: usize, now: Timestamp) ->
         tokens: Some(bucket.tokens(now)),
         at: Some(now.as_millis()),
     }
+}
+
+/// Whether the limits gave `request` less than it asked (`granted`: first attempts,
+/// retries), and if its rate did, when the next token comes.
+pub(crate) fn held_back(
+    request: &ClaimRequest,
+    granted: (u32, u32),
+    bucket: Option<&mut TokenBucket>,
+    now: Timestamp,
+) -> Option<HeldBack> {
+    let asked = request.first_attempts.saturating_add(request.retries);
+    if granted.0.saturating_add(granted.1) >= asked {
+        return None;
+    }
+    let until = bucket.and_then(|b| (b.available(now) == 0).then(|| b.next_token_at(now)));
+    Some(HeldBack {
+        target_id: request.target_id.clone(),
+        until,
+    })
 }

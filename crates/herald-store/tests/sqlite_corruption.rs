@@ -103,13 +103,15 @@ async fn an_unreadable_delivery_is_set_aside_and_the_rest_flow() {
     let claims = store
         .claim(requests.clone(), later, Duration::from_secs(90))
         .await
-        .expect("claims still work");
+        .expect("claims still work")
+        .claims;
     assert_eq!(claims.len(), 2, "the two readable deliveries are claimed");
     assert!(
         store
             .claim(requests.clone(), later, Duration::from_secs(90))
             .await
             .expect("claims")
+            .claims
             .is_empty()
     );
     let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");

@@ -26,8 +26,8 @@ use crate::time::Timestamp;
 
 pub use page::{Page, PageRequest};
 pub use queue::{
-    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, QueueStats, Requeue,
-    SharedLimits, WaitingTarget,
+    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, Inserted, OutcomeRecord,
+    QueueStats, Requeue, SharedLimits, WaitingTarget,
 };
 
 /// Why a store operation failed, in backend-neutral terms.
@@ -230,13 +230,14 @@ pub trait StoreBackend: Send + Sync + 'static {
     /// of the target's deliveries in flight (unfinished claims of any instance) than
     /// its `max_in_flight`, and no faster than its rate, whose token bucket the store
     /// keeps. A target another instance is claiming at this very moment may be skipped
-    /// rather than waited for.
+    /// rather than waited for. Targets given less than asked by their limits (or
+    /// skipped) are named in [`Claimed::held_back`].
     async fn claim(
         &self,
         requests: Vec<ClaimRequest>,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Vec<Claim>, StoreError>;
+    ) -> Result<Claimed, StoreError>;
     /// Records outcomes, all in one commit. Each is applied only if its delivery is
     /// still under the claim that made the attempt; the result says which were.
     async fn record_outcomes(

@@ -168,6 +168,28 @@ pub struct Claim {
     pub target: Arc<Target>,
 }
 
+/// What a claim took, and which targets its shared limits held back.
+#[derive(Debug, Clone, Default)]
+pub struct Claimed {
+    /// The deliveries claimed.
+    pub claims: Vec<Claim>,
+    /// Targets that got less than asked because of their [`SharedLimits`] (or because
+    /// another instance was claiming from them at that moment): their lanes may still
+    /// have work due, so they should be asked again, not presumed empty.
+    pub held_back: Vec<HeldBack>,
+}
+
+/// A target a claim's shared limits held back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldBack {
+    /// The target.
+    pub target_id: TargetId,
+    /// When its rate allows the next delivery, if the rate is what held it back
+    /// (`None`: its in-flight limit or another claimant did; that changes when some
+    /// attempt finishes, perhaps on another instance).
+    pub until: Option<Timestamp>,
+}
+
 /// An attempt's outcome, to be recorded if the lease is still held.
 #[derive(Debug, Clone)]
 pub struct OutcomeRecord {

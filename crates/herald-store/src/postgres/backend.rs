@@ -15,7 +15,7 @@ use herald_core::id::{
 use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Change, ChangeListener, Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, Instance,
+    Change, ChangeListener, ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, Instance,
     OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
@@ -585,7 +585,7 @@ impl StoreBackend for PostgresStore {
         requests: Vec<ClaimRequest>,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         queue::claim(self, requests, now, lease).await
     }
 

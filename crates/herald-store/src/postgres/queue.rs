@@ -14,8 +14,8 @@ use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event, Target};
 use herald_core::store::{
-    Change, Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page,
-    PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
+    Change, Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, Inserted,
+    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use tokio_postgres::Row;
@@ -461,14 +461,19 @@ pub(super) async fn claim(
     requests: Vec<ClaimRequest>,
     now: Timestamp,
     lease: Duration,
-) -> Result<Vec<Claim>, StoreError> {
+) -> Result<Claimed, StoreError> {
     store
         .transact(None, async |t| {
             let mut claimed = Vec::new();
+            let mut held_back = Vec::new();
             for request in &requests {
-                claim_target(t, request, &store.instance_id, now, lease, &mut claimed).await?;
+                let held = claim_target(t, request, &store.instance_id, now, lease, &mut claimed);
+                held_back.extend(held.await?);
             }
-            attach_events_and_targets(t, claimed, now).await
+            Ok(Claimed {
+                claims: attach_events_and_targets(t, claimed, now).await?,
+                held_back,
+            })
         })
         .await
 }
@@ -476,7 +481,8 @@ pub(super) async fn claim(
 /// Claims what `request` asks of one target, within its shared limits. The target's
 /// `target_flow` row is locked first, so no other instance claims from it until this
 /// transaction ends; if another instance holds it right now, the target is skipped
-/// (it is being served) instead of waited for.
+/// (it is being served) instead of waited for. Returns whether the target was held
+/// back.
 async fn claim_target(
     t: &Transaction<'_>,
     request: &ClaimRequest,
@@ -484,7 +490,7 @@ async fn claim_target(
     now: Timestamp,
     lease: Duration,
     claimed: &mut Vec<(Delivery, i64)>,
-) -> Result<(), StoreError> {
+) -> Result<Option<HeldBack>, StoreError> {
     let target = request.target_id.as_str();
     let locked = rows::query(
         t,
@@ -494,7 +500,10 @@ async fn claim_target(
     )
     .await?;
     let Some(row) = locked.first() else {
-        return Ok(());
+        return Ok(Some(HeldBack {
+            target_id: request.target_id.clone(),
+            until: None,
+        }));
     };
     let saved = SavedBucket {
         tokens: row.try_get(0).map_err(super::error::translate)?,
@@ -512,7 +521,8 @@ async fn claim_target(
     .map_or(0, count);
     let mut bucket = limits::bucket(&request.limits, saved, now);
     let tokens = bucket.as_mut().map(|b| b.available(now));
-    let (first_attempts, retries) = request.granted(in_flight, tokens);
+    let granted = request.granted(in_flight, tokens);
+    let (first_attempts, retries) = granted;
     let before = claimed.len();
     for (lane, limit) in [(FIRST_LANE, first_attempts), (RETRY_LANE, retries)] {
         if limit > 0 {
@@ -533,7 +543,7 @@ async fn claim_target(
         )
         .await?;
     }
-    Ok(())
+    Ok(limits::held_back(request, granted, bucket.as_mut(), now))
 }
 
 /// Up to `limit` due deliveries of one lane of one target.

@@ -12,7 +12,7 @@ use herald_core::id::{
 use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, Instance, OutcomeRecord, Page,
+    ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, Instance, OutcomeRecord, Page,
     PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
@@ -561,7 +561,7 @@ impl StoreBackend for SqliteStore {
         requests: Vec<ClaimRequest>,
         now: Timestamp,
         lease: Duration,
-    ) -> Result<Vec<Claim>, StoreError> {
+    ) -> Result<Claimed, StoreError> {
         self.writer
             .write(move |c| queue::claim(c, &requests, now, lease))
             .await

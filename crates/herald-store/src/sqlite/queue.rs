@@ -10,8 +10,8 @@ use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, ClaimRequest, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page, PageRequest,
-    QueueStats, Requeue, StoreError, WaitingTarget,
+    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page,
+    PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -336,8 +336,9 @@ pub(super) fn claim(
     requests: &[ClaimRequest],
     now: Timestamp,
     lease: Duration,
-) -> Result<Vec<Claim>, StoreError> {
+) -> Result<Claimed, StoreError> {
     let mut claimed = Vec::new();
+    let mut held_back = Vec::new();
     for request in requests {
         if !target_is_active(connection, &request.target_id)? {
             continue;
@@ -345,7 +346,8 @@ pub(super) fn claim(
         let in_flight = in_flight(connection, &request.target_id)?;
         let mut bucket = limits::bucket(&request.limits, saved_bucket(connection, request)?, now);
         let tokens = bucket.as_mut().map(|b| b.available(now));
-        let (first_attempts, retries) = request.granted(in_flight, tokens);
+        let granted = request.granted(in_flight, tokens);
+        let (first_attempts, retries) = granted;
         let before = claimed.len();
         for (lane, limit) in [(FIRST_LANE, first_attempts), (RETRY_LANE, retries)] {
             if limit > 0 {
@@ -364,8 +366,12 @@ pub(super) fn claim(
             let saved = limits::spend(bucket, claimed.len() - before, now);
             save_bucket(connection, &request.target_id, saved)?;
         }
+        held_back.extend(limits::held_back(request, granted, bucket.as_mut(), now));
     }
-    attach_events_and_targets(connection, claimed, now)
+    Ok(Claimed {
+        claims: attach_events_and_targets(connection, claimed, now)?,
+        held_back,
+    })
 }
 
 /// How many of the target's deliveries are claimed and not yet finished.

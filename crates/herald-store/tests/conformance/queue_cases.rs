@@ -9,7 +9,7 @@ use herald_core::id::AttemptId;
 use herald_core::model::{Attempt, DeliveryStatus, Target};
 use herald_core::outcome::Verdict;
 use herald_core::store::{
-    Claim, ClaimRequest, DeliveryQuery, Inserted, OutcomeRecord, PageRequest, Requeue,
+    Claim, ClaimRequest, DeliveryQuery, HeldBack, Inserted, OutcomeRecord, PageRequest, Requeue,
     SharedLimits, Store,
 };
 use herald_core::time::Timestamp;
@@ -67,7 +67,7 @@ pub async fn claim_due(
             limits: UNLIMITED,
         })
         .collect();
-    store.claim(requests, now, lease).await
+    store.claim(requests, now, lease).await.map(|c| c.claims)
 }
 
 pub fn outcome(
@@ -545,7 +545,8 @@ pub async fn claims_take_what_each_lane_of_each_target_is_asked(backend: Backend
             LEASE,
         )
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(first_two.len(), 2);
     let failures = first_two
         .iter()
@@ -575,13 +576,15 @@ pub async fn claims_take_what_each_lane_of_each_target_is_asked(backend: Backend
             .claim(vec![request(0, 5)], at(19), LEASE)
             .await
             .unwrap()
+            .claims
             .is_empty(),
         "retries are not due before their time"
     );
     let claimed = store
         .claim(vec![request(1, 1)], at(20), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     let attempts: Vec<u32> = claimed.iter().map(|c| c.delivery.attempts).collect();
     assert_eq!(attempts, vec![0, 1], "one from each lane, as asked");
     assert!(
@@ -782,13 +785,28 @@ pub async fn claims_share_each_targets_in_flight_cap_and_rate(backend: Backend) 
     let first = store
         .claim(vec![capped_request(3)], at(100), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(first.len(), 3);
     let second = store
         .claim(vec![capped_request(3)], at(100), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(second.len(), 1, "3 of the cap of 4 are in flight already");
+    let held = store
+        .claim(vec![capped_request(3)], at(100), LEASE)
+        .await
+        .unwrap();
+    assert!(held.claims.is_empty());
+    assert_eq!(
+        held.held_back,
+        vec![HeldBack {
+            target_id: capped.id.clone(),
+            until: None
+        }],
+        "the cap, not an empty lane, stopped it"
+    );
     let finished = outcome(&first[0], DeliveryStatus::Succeeded, at(110), 200);
     store
         .record_outcomes(vec![finished], at(110))
@@ -797,7 +815,8 @@ pub async fn claims_share_each_targets_in_flight_cap_and_rate(backend: Backend) 
     let third = store
         .claim(vec![capped_request(3)], at(120), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(third.len(), 1, "one finished, so one more may go");
 
     // 20/s with a burst of 2: the second claimant finds the bucket spent.
@@ -813,7 +832,8 @@ pub async fn claims_share_each_targets_in_flight_cap_and_rate(backend: Backend) 
     let burst = store
         .claim(vec![limited_request()], at(200), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert_eq!(
         burst.len(),
         2,
@@ -822,11 +842,26 @@ pub async fn claims_share_each_targets_in_flight_cap_and_rate(backend: Backend) 
     let spent = store
         .claim(vec![limited_request()], at(200), LEASE)
         .await
-        .unwrap();
+        .unwrap()
+        .claims;
     assert!(spent.is_empty(), "the tokens are shared, not per claimant");
-    let refilled = store
-        .claim(vec![limited_request()], at(300), LEASE)
+    let held = store
+        .claim(vec![limited_request()], at(250), LEASE)
         .await
         .unwrap();
+    assert_eq!(held.claims.len(), 1, "50 ms bring one token");
+    assert_eq!(
+        held.held_back,
+        vec![HeldBack {
+            target_id: limited.id.clone(),
+            until: Some(at(300))
+        }],
+        "the rate held it back until the next token"
+    );
+    let refilled = store
+        .claim(vec![limited_request()], at(350), LEASE)
+        .await
+        .unwrap()
+        .claims;
     assert_eq!(refilled.len(), 2, "100 ms later, 2 more tokens");
 }

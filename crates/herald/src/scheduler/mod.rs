@@ -27,7 +27,7 @@ use herald_core::id::{DeliveryId, TargetId};
 use herald_core::model::DeliveryStatus;
 use herald_core::outcome::{AttemptResult, Progress, Verdict, judge};
 use herald_core::retry::RetryPolicy;
-use herald_core::store::{Claim, ClaimRequest, OutcomeRecord, Store, StoreError};
+use herald_core::store::{Claim, ClaimRequest, Claimed, OutcomeRecord, Store, StoreError};
 use herald_core::time::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -43,6 +43,9 @@ use target_flow::TargetFlow;
 
 /// How often the store is rescanned for due work no hint announced.
 const RESCAN_EVERY: Duration = Duration::from_secs(1);
+/// When to ask again for a target held back by its in-flight limit across instances
+/// (attempts finishing on other instances are not announced).
+const HELD_BACK_RECHECK: Duration = Duration::from_millis(25);
 /// How many times per lease the leases of attempts under way are renewed: a lease
 /// survives two renewals missed in a row.
 const RENEWALS_PER_LEASE: u32 = 3;
@@ -364,10 +367,15 @@ impl Scheduler {
         requests: Vec<ClaimRequest>,
         now: Timestamp,
     ) -> Result<(), StoreError> {
-        let claims = self
+        let Claimed { claims, held_back } = self
             .store
             .claim(requests.clone(), now, self.settings.lease)
             .await?;
+        let mut held: HashMap<TargetId, Timestamp> = HashMap::new();
+        for back in held_back {
+            let until = back.until.unwrap_or(now.plus(HELD_BACK_RECHECK));
+            held.insert(back.target_id, until);
+        }
         let mut got: HashMap<TargetId, (u32, u32)> = HashMap::new();
         for claim in &claims {
             let lanes = got.entry(claim.delivery.target_id.clone()).or_default();
@@ -387,6 +395,11 @@ impl Scheduler {
                 // Both lanes wanted this pass: the other goes first next time (this
                 // matters when only one delivery may go, e.g. under a slow rate).
                 flow.retry_turn = !flow.retry_turn;
+            }
+            if let Some(until) = held.get(&request.target_id) {
+                // Its shared limits, not its lanes, stopped it: ask again then.
+                flow.held_until = Some(*until);
+                continue;
             }
             let (first, retries) = got.get(&request.target_id).copied().unwrap_or_default();
             // A lane that gave less than asked has nothing more due now; what it has

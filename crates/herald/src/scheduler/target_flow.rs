@@ -62,6 +62,9 @@ pub struct TargetFlow {
     pub bucket: Option<TokenBucket>,
     /// No traffic before this (the target sent `Retry-After`).
     pub paused_until: Option<Timestamp>,
+    /// Not asked again before this: the store held it back under its shared limits
+    /// (other instances' traffic counts there too).
+    pub held_until: Option<Timestamp>,
     /// The circuit breaker.
     pub circuit: Circuit,
     /// When both lanes are due and only one request may go, whose turn it is.
@@ -88,6 +91,7 @@ impl TargetFlow {
             retries_in_flight: 0,
             unsettled: 0,
             paused_until: None,
+            held_until: None,
             retry_turn: false,
             gone_since: None,
         }
@@ -152,7 +156,12 @@ impl TargetFlow {
             let next = [self.first_due, self.retry_due].into_iter().flatten().min();
             return Allowance::none(next);
         }
-        if let Some(until) = self.paused_until.filter(|until| *until > now) {
+        if let Some(until) = [self.paused_until, self.held_until]
+            .into_iter()
+            .flatten()
+            .filter(|until| *until > now)
+            .max()
+        {
             return Allowance::none(Some(until));
         }
         // A probe goes alone: across instances too.

@@ -2,6 +2,7 @@
 //! directory, driven over HTTP like any client would.
 
 mod cli;
+mod cluster;
 mod crash;
 mod delivery;
 mod example_config;

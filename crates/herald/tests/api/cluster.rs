@@ -1,0 +1,334 @@
+//! Several real `herald` processes sharing one PostgreSQL database (a fresh one per
+//! test, on the server `scripts/test` starts): work is shared and never done twice
+//! while every instance lives, a `kill -9` loses nothing, and a target's limits hold
+//! across instances instead of being multiplied by their number.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::cli::Server;
+use crate::helpers::{client, eventually};
+use crate::receiver::TestReceiver;
+
+const ADMIN: &str = "cluster-admin-token-0123456789";
+
+/// Instances of one cluster, each with its own (unused) data directory.
+struct Cluster {
+    servers: Vec<Option<Server>>,
+    _dirs: Vec<TempDir>,
+}
+
+impl Cluster {
+    /// Starts `size` instances on a fresh database with `extra` flags.
+    async fn start(size: usize, extra: &[&str]) -> Self {
+        let server = herald_store::postgres::testing::server_url();
+        let url = herald_store::postgres::testing::fresh_database(&server).await;
+        let mut servers = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..size {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut flags = vec![
+                "--database-url",
+                url.as_str(),
+                "--allow-targets",
+                "127.0.0.0/8",
+            ];
+            flags.extend_from_slice(extra);
+            servers.push(Some(Server::start_with_env(
+                dir.path(),
+                &flags,
+                &[("HERALD_ADMIN_TOKEN", ADMIN)],
+            )));
+            dirs.push(dir);
+        }
+        Self {
+            servers,
+            _dirs: dirs,
+        }
+    }
+
+    fn base(&self, index: usize) -> String {
+        self.servers[index].as_ref().expect("alive").base.clone()
+    }
+
+    fn bases(&self) -> Vec<String> {
+        self.servers
+            .iter()
+            .flatten()
+            .map(|server| server.base.clone())
+            .collect()
+    }
+
+    fn kill_9(&mut self, index: usize) {
+        self.servers[index].take().expect("alive").kill_9();
+    }
+
+    /// Which live instance says it is the housekeeping leader, if one does.
+    async fn leader(&self) -> Option<usize> {
+        for (index, server) in self.servers.iter().enumerate() {
+            let Some(server) = server else { continue };
+            let text = client()
+                .get(format!("{}/metrics", server.base))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            if text.lines().any(|line| line == "herald_leader 1") {
+                return Some(index);
+            }
+        }
+        None
+    }
+}
+
+async fn post(base: &str, path: &str, token: &str, body: Value) -> Value {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
+
+/// A tenant with one target (with `settings`) subscribed to everything; returns the
+/// tenant's key.
+async fn subscribed(base: &str, url: &str, settings: Value) -> String {
+    let tenant = post(base, "/v1/tenants", ADMIN, json!({ "name": "Acme" })).await;
+    let key = tenant["apiKey"].as_str().expect("key").to_owned();
+    let mut target = json!({ "url": url });
+    if let (Some(target), Some(settings)) = (target.as_object_mut(), settings.as_object()) {
+        target.extend(settings.clone());
+    }
+    let target = post(base, "/v1/webhooks/targets", &key, target).await;
+    let filter = post(
+        base,
+        "/v1/webhooks/filters",
+        &key,
+        json!({ "events": ["*"] }),
+    )
+    .await;
+    post(
+        base,
+        "/v1/webhooks/subscriptions",
+        &key,
+        json!({ "targetId": target["id"], "filterId": filter["id"] }),
+    )
+    .await;
+    key
+}
+
+/// How many times each event was delivered.
+fn deliveries_per_event(received: &[crate::receiver::Received]) -> HashMap<String, usize> {
+    let mut per_event = HashMap::new();
+    for request in received {
+        *per_event
+            .entry(request.header("webhook-id").to_owned())
+            .or_insert(0) += 1;
+    }
+    per_event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_instances_share_the_work_and_a_kill_9_loses_nothing() {
+    let mut cluster = Cluster::start(
+        3,
+        &[
+            "--delivery-lease",
+            "3s",
+            "--retry-initial",
+            "100ms",
+            "--retry-max-delay",
+            "500ms",
+        ],
+    )
+    .await;
+    let receiver = TestReceiver::start().await;
+    // Slow enough that each instance has attempts under way when one is killed.
+    receiver.set_delay(Duration::from_millis(20));
+    let key = subscribed(
+        &cluster.base(0),
+        &receiver.url("/cluster"),
+        json!({ "maxInFlight": 64 }),
+    )
+    .await;
+
+    // One producer per instance publishes until its instance dies or it is told to stop.
+    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let producers: Vec<_> = cluster
+        .bases()
+        .into_iter()
+        .map(|base| {
+            let (http, key, accepted, stop) = (
+                client(),
+                key.clone(),
+                Arc::clone(&accepted),
+                Arc::clone(&stop),
+            );
+            tokio::spawn(async move {
+                for i in 0.. {
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
+                    let event = json!({ "type": "cluster.test", "payload": { "i": i } });
+                    let Ok(response) = http
+                        .post(format!("{base}/v1/events"))
+                        .bearer_auth(&key)
+                        .json(&event)
+                        .send()
+                        .await
+                    else {
+                        break;
+                    };
+                    if response.status() != 202 {
+                        break;
+                    }
+                    let Ok(body) = response.json::<Value>().await else {
+                        break;
+                    };
+                    let id = body["id"].as_str().unwrap_or_default().to_owned();
+                    accepted.lock().expect("lock").insert(id);
+                }
+            })
+        })
+        .collect();
+    eventually("a steady stream through all three", || async {
+        let delivered = receiver.received().len();
+        (accepted.lock().expect("lock").len() >= 600 && delivered >= 200).then_some(())
+    })
+    .await;
+
+    // Kill the leader, so leadership has to move too.
+    let leader = eventually("a leader", || cluster.leader()).await;
+    let killed_at = Instant::now();
+    cluster.kill_9(leader);
+    let before_kill: Vec<_> = receiver
+        .received()
+        .into_iter()
+        .filter(|r| r.at < killed_at)
+        .collect();
+    let twice_before_kill = deliveries_per_event(&before_kill)
+        .values()
+        .filter(|n| **n > 1)
+        .count();
+    assert_eq!(
+        twice_before_kill, 0,
+        "while all instances lived, no event was delivered twice"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for producer in producers {
+        producer.await.expect("producer ends");
+    }
+    let accepted = accepted.lock().expect("lock").clone();
+
+    let missing = eventually("every accepted event to be delivered", || async {
+        let seen = deliveries_per_event(&receiver.received());
+        let missing = accepted.iter().filter(|id| !seen.contains_key(*id)).count();
+        (missing == 0).then_some(missing)
+    })
+    .await;
+    let new_leader = eventually("a new leader", || cluster.leader()).await;
+    assert_ne!(new_leader, leader);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let per_event = deliveries_per_event(&receiver.received());
+    let duplicates: usize = per_event.values().map(|n| n - 1).sum();
+    eprintln!(
+        "cluster test: {} events accepted by 3 instances, {} deliveries before kill -9 of the leader, \
+         {} in all, {missing} lost, {duplicates} duplicates (deliveries the killed instance had under way)",
+        accepted.len(),
+        before_kill.len(),
+        receiver.received().len(),
+    );
+    assert_eq!(missing, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_targets_rate_and_max_in_flight_hold_across_two_instances() {
+    let cluster = Cluster::start(2, &[]).await;
+    let limited = TestReceiver::start().await;
+    let limited_key = subscribed(
+        &cluster.base(0),
+        &limited.url("/limited"),
+        json!({ "rateLimitPerSecond": 20 }),
+    )
+    .await;
+    let narrow = TestReceiver::start().await;
+    narrow.set_delay(Duration::from_millis(100));
+    let narrow_key = subscribed(
+        &cluster.base(1),
+        &narrow.url("/narrow"),
+        json!({ "maxInFlight": 3 }),
+    )
+    .await;
+
+    // Both instances ingest, so both have the work at hand.
+    let bases = cluster.bases();
+    let started = Instant::now();
+    for i in 0..60 {
+        let base = &bases[i % 2];
+        let event = json!({ "type": "limit.test", "payload": { "i": i } });
+        post(base, "/v1/events", &limited_key, event.clone()).await;
+        post(base, "/v1/events", &narrow_key, event).await;
+    }
+    eventually("the narrow target to get its 60", || async {
+        (narrow.received().len() >= 60).then_some(())
+    })
+    .await;
+    let arrivals = eventually_all(&limited, 60).await;
+    let took = arrivals.last().expect("arrivals").duration_since(started);
+    let busiest_second = arrivals
+        .iter()
+        .map(|start| {
+            arrivals
+                .iter()
+                .filter(|at| **at >= *start && at.duration_since(*start) < Duration::from_secs(1))
+                .count()
+        })
+        .max()
+        .unwrap_or(0);
+    eprintln!(
+        "rate test: 60 deliveries at 20/s through 2 instances took {took:?}; busiest second {busiest_second}; \
+         peak concurrency of the maxInFlight 3 target {}",
+        narrow.peak_concurrency()
+    );
+    assert!(
+        busiest_second <= 22,
+        "20/s plus a burst of 2 in total, not per instance: {busiest_second} in one second"
+    );
+    assert!(
+        took >= Duration::from_millis(2_700),
+        "60 deliveries at 20/s take about 3 s, not 1.5 s: {took:?}"
+    );
+    assert!(
+        narrow.peak_concurrency() <= 3,
+        "maxInFlight 3 across both instances: {} at once",
+        narrow.peak_concurrency()
+    );
+}
+
+/// Waits until `receiver` has `count` requests; returns their arrival times in order.
+async fn eventually_all(receiver: &TestReceiver, count: usize) -> Vec<Instant> {
+    eventually("every rate-limited delivery", || async {
+        let received = receiver.received();
+        (received.len() >= count).then(|| {
+            let mut arrivals: Vec<Instant> = received.iter().map(|r| r.at).collect();
+            arrivals.sort();
+            arrivals
+        })
+    })
+    .await
+}
