@@ -66,6 +66,7 @@ pub struct PostgresStore {
     instance_id: String,
     notifier: notify::Origin,
     listener: notify::Listener,
+    announcer: notify::Announcer,
     observer: CommitObserver,
 }
 
@@ -103,6 +104,7 @@ impl PostgresStore {
         let notifier = notify::Origin::new();
         Ok(Self {
             listener: notify::Listener::start(config, notifier.clone()),
+            announcer: notify::Announcer::start(pool.clone(), notifier.clone()),
             notifier,
             instance_id: options.instance_id,
             observer,
@@ -112,6 +114,22 @@ impl PostgresStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(error::pool)
+    }
+}
+
+/// `url` (a `postgres://` URL) with its database name replaced by `database`.
+pub fn url_with_database(url: &str, database: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://").map_or(0, |i| i + 3);
+    let host_part = match base[scheme_end..].find('/') {
+        Some(slash) => &base[..scheme_end + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{host_part}/{database}?{query}"),
+        None => format!("{host_part}/{database}"),
     }
 }
 
@@ -153,7 +171,7 @@ pub mod testing {
             .unwrap_or_else(|e| panic!("cannot create test database {name}: {e}"));
         drop(client);
         let _ = driver.await;
-        with_database(admin_url, &name)
+        super::url_with_database(admin_url, &name)
     }
 
     /// The test server's URL from [`TEST_DATABASE_URL`]; panics with how to set it.
@@ -165,32 +183,16 @@ pub mod testing {
         })
     }
 
-    /// `url` with its database name replaced by `database`.
-    fn with_database(url: &str, database: &str) -> String {
-        let (base, query) = url
-            .split_once('?')
-            .map_or((url, None), |(b, q)| (b, Some(q)));
-        let scheme_end = base.find("://").map_or(0, |i| i + 3);
-        let host_part = match base[scheme_end..].find('/') {
-            Some(slash) => &base[..scheme_end + slash],
-            None => base,
-        };
-        match query {
-            Some(query) => format!("{host_part}/{database}?{query}"),
-            None => format!("{host_part}/{database}"),
-        }
-    }
-
     #[cfg(test)]
     mod tests {
         #[test]
         fn the_database_name_is_replaced() {
             assert_eq!(
-                super::with_database("postgres://u@h:1/postgres", "x"),
+                super::super::url_with_database("postgres://u@h:1/postgres", "x"),
                 "postgres://u@h:1/x"
             );
             assert_eq!(
-                super::with_database("postgres://u@h:1?sslmode=disable", "x"),
+                super::super::url_with_database("postgres://u@h:1?sslmode=disable", "x"),
                 "postgres://u@h:1/x?sslmode=disable"
             );
         }

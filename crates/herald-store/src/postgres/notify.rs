@@ -26,6 +26,9 @@ pub const CHANNEL: &str = "herald_changes";
 /// targets is sent as "look at everything" instead.
 const MAX_PAYLOAD: usize = 7_000;
 
+/// How long new work is gathered before it is announced in one notification.
+const ANNOUNCE_EVERY: Duration = Duration::from_millis(10);
+
 /// How long to wait before listening again after the connection was lost.
 const RECONNECT_DELAY: Duration = Duration::from_secs(1);
 
@@ -82,6 +85,79 @@ fn decode(own: &str, payload: &str) -> Option<Change> {
         "config" => TenantId::parse(data).map(Change::Config),
         "circuit" => TargetId::parse(data).map(Change::Circuit),
         _ => Some(Change::Everything),
+    }
+}
+
+/// Announces new work to the other instances, many commits in one notification.
+///
+/// `NOTIFY` takes a database-wide lock when its transaction commits, so one per
+/// intake transaction would serialise every instance's intake on it. Instead intake
+/// hands the targets of committed deliveries here, and one notification every
+/// [`ANNOUNCE_EVERY`] carries them all, outside any transaction. Other instances learn
+/// of new work that much later; this instance's own scheduler is told at once.
+pub(super) struct Announcer {
+    pending: Arc<Mutex<Vec<TargetId>>>,
+    wake: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Announcer {
+    pub(super) fn start(pool: deadpool_postgres::Pool, origin: Origin) -> Self {
+        let pending: Arc<Mutex<Vec<TargetId>>> = Arc::default();
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn(announce(
+            pool,
+            origin,
+            Arc::clone(&pending),
+            Arc::clone(&wake),
+        ));
+        Self {
+            pending,
+            wake,
+            task,
+        }
+    }
+
+    /// These targets have new work, committed already.
+    pub(super) fn due(&self, targets: impl IntoIterator<Item = TargetId>) {
+        self.pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(targets);
+        self.wake.notify_one();
+    }
+}
+
+impl Drop for Announcer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn announce(
+    pool: deadpool_postgres::Pool,
+    origin: Origin,
+    pending: Arc<Mutex<Vec<TargetId>>>,
+    wake: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        wake.notified().await;
+        tokio::time::sleep(ANNOUNCE_EVERY).await;
+        let mut targets =
+            std::mem::take(&mut *pending.lock().unwrap_or_else(PoisonError::into_inner));
+        targets.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        targets.dedup();
+        if targets.is_empty() {
+            continue;
+        }
+        let sent = match pool.get().await {
+            Ok(client) => origin.send(&client, &Change::Due(targets)).await,
+            Err(error) => Err(StoreError::backend(error)),
+        };
+        // Only a delay: the other instances' periodic rescans find the work anyway.
+        if let Err(error) = sent {
+            tracing::warn!(%error, "announcing new work to other instances failed");
+        }
     }
 }
 

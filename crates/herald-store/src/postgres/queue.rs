@@ -42,20 +42,19 @@ pub(super) async fn insert_events(
     if records.is_empty() {
         return Ok(Vec::new());
     }
-    let mut targets: Vec<TargetId> = records
-        .iter()
-        .flat_map(|r| r.deliveries.iter().map(|d| d.target_id.clone()))
-        .collect();
-    targets.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-    targets.dedup();
-    let change = (!targets.is_empty()).then_some(Change::Due(targets));
-    store
-        .transact(change, async |t| {
+    let inserted = store
+        .transact(None, async |t| {
             let new = insert_new_events(t, &records).await?;
             insert_deliveries(t, &records, &new).await?;
             results_in_order(t, &records, &new).await
         })
-        .await
+        .await?;
+    store.announcer.due(
+        records
+            .iter()
+            .flat_map(|r| r.deliveries.iter().map(|d| d.target_id.clone())),
+    );
+    Ok(inserted)
 }
 
 /// Inserts the events whose idempotency key is unused; returns the ids inserted.

@@ -15,6 +15,7 @@
 
 mod api;
 mod fairness;
+mod postgres;
 mod process;
 mod receiver;
 mod server;
@@ -83,6 +84,15 @@ pub struct BenchArgs {
     /// Fairness: seconds tenant B publishes without the flood (its baseline).
     #[arg(long, default_value_t = 10)]
     pub baseline_seconds: u64,
+    /// Run Herald on this PostgreSQL server instead of the embedded store (the tool
+    /// creates a fresh database on it), and report PostgreSQL's CPU time per delivery
+    /// and what its backends wait on. The server must run on this machine.
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Herald instances sharing the PostgreSQL database; producers spread across them
+    /// (throughput, fan-out-10 and steady scenarios).
+    #[arg(long, default_value_t = 1)]
+    pub instances: usize,
 }
 
 /// Runs the chosen scenario and prints its report.

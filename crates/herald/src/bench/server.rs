@@ -19,11 +19,19 @@ pub struct ChildServer {
 }
 
 impl ChildServer {
-    /// Starts this same binary as `herald serve` and waits until it listens.
+    /// Starts this same binary as `herald serve` on the embedded store and waits
+    /// until it listens.
     pub async fn start() -> anyhow::Result<Self> {
-        let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let admin_token = NewCredential::generate(ADMIN_TOKEN_PREFIX).plaintext;
-        let mut child = Command::new(std::env::current_exe()?)
+        Self::start_on(None, admin_token).await
+    }
+
+    /// Starts `herald serve` on the PostgreSQL database `database_url` (or the
+    /// embedded store) with `admin_token`.
+    pub async fn start_on(database_url: Option<&str>, admin_token: String) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
+        let mut command = Command::new(std::env::current_exe()?);
+        command
             .args([
                 "serve",
                 "--listen",
@@ -32,7 +40,11 @@ impl ChildServer {
                 "127.0.0.0/8",
                 "--data-dir",
             ])
-            .arg(data_dir.path())
+            .arg(data_dir.path());
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        let mut child = command
             .env("HERALD_ADMIN_TOKEN", &admin_token)
             .env("RUST_LOG", "warn,herald=info")
             .stdout(Stdio::piped())

@@ -11,9 +11,11 @@ use clap::ValueEnum;
 use serde_json::{Value, json};
 
 use super::api::Api;
+use super::postgres::{self, PgProbe};
 use super::receiver::Receiver;
 use super::server::ChildServer;
 use super::{BenchArgs, Scenario, envelope, machine_load, payload, process};
+use herald_core::auth::{ADMIN_TOKEN_PREFIX, NewCredential};
 
 /// Events per preload request (the batch endpoint's maximum).
 const PRELOAD_BATCH: u64 = 1000;
@@ -64,18 +66,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         // A wedged Herald fails the run instead of hanging it.
         .timeout(Duration::from_secs(60))
         .build()?;
+    if args.instances == 0 || (args.instances > 1 && args.database_url.is_none()) {
+        bail!(
+            "--instances must be 1, or more with --database-url (the embedded store has one instance)"
+        );
+    }
     let report = match args.scenario {
         Scenario::Baseline => baseline(&http, load).await?,
         Scenario::Backlog => backlog(&http, load, args.backlog).await?,
         _ => {
-            let server = ChildServer::start().await?;
-            let api = Api {
-                http,
-                base: server.base.clone(),
-            };
-            let report = measure(&api, &server, load, "bench").await?;
-            server.stop();
-            report
+            let deployment =
+                Deployment::start(&http, args.database_url.as_deref(), args.instances).await?;
+            measure(&deployment, load, "bench").await?
         }
     };
     let name = args
@@ -89,37 +91,104 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sets up a tenant with `load.fan_out` targets on a fresh receiver, publishes, and
-/// measures until every delivery arrived.
-async fn measure(
-    api: &Api,
-    server: &ChildServer,
-    load: Load,
-    tenant: &str,
-) -> anyhow::Result<Value> {
+/// The Herald under test: one instance on the embedded store, or instances sharing
+/// a fresh PostgreSQL database (watched by a probe).
+struct Deployment {
+    servers: Vec<ChildServer>,
+    apis: Vec<Api>,
+    postgres: Option<Arc<PgProbe>>,
+}
+
+impl Deployment {
+    async fn start(
+        http: &reqwest::Client,
+        database_url: Option<&str>,
+        instances: usize,
+    ) -> anyhow::Result<Self> {
+        let database = match database_url {
+            Some(server) => Some(postgres::fresh_database(server).await?),
+            None => None,
+        };
+        let admin_token = NewCredential::generate(ADMIN_TOKEN_PREFIX).plaintext;
+        let mut servers = Vec::new();
+        for _ in 0..instances {
+            servers.push(ChildServer::start_on(database.as_deref(), admin_token.clone()).await?);
+        }
+        let postgres = match &database {
+            Some(url) => Some(Arc::new(PgProbe::connect(url).await?)),
+            None => None,
+        };
+        let apis = servers
+            .iter()
+            .map(|server| Api {
+                http: http.clone(),
+                base: server.base.clone(),
+            })
+            .collect();
+        Ok(Self {
+            servers,
+            apis,
+            postgres,
+        })
+    }
+
+    /// The instances' CPU time so far, together.
+    fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        self.servers.iter().map(ChildServer::cpu_seconds).sum()
+    }
+
+    /// The largest instance's resident memory.
+    fn rss_bytes(&self) -> anyhow::Result<u64> {
+        self.servers
+            .iter()
+            .map(ChildServer::rss_bytes)
+            .try_fold(0, |most, rss| Ok(most.max(rss?)))
+    }
+}
+
+/// Sets up a tenant with `load.fan_out` targets on a fresh receiver, publishes through
+/// every instance, and measures until every delivery arrived.
+async fn measure(deployment: &Deployment, load: Load, tenant: &str) -> anyhow::Result<Value> {
     let receiver = Receiver::start().await?;
-    let key = api.tenant(&server.admin_token, tenant).await?;
+    let setup = &deployment.apis[0];
+    let key = setup
+        .tenant(&deployment.servers[0].admin_token, tenant)
+        .await?;
     for n in 0..load.fan_out {
         let url = receiver.url(&format!("/t{n}"));
-        api.subscribed_target(&key, &url, &json!({ "maxInFlight": 256 }))
+        setup
+            .subscribed_target(&key, &url, &json!({ "maxInFlight": 256 }))
             .await?;
     }
-    let herald_cpu = server.cpu_seconds()?;
+    let herald_cpu = deployment.cpu_seconds()?;
     let tool_cpu = process::cpu_seconds(std::process::id())?;
+    let postgres_cpu = match &deployment.postgres {
+        Some(probe) => Some(probe.cpu_seconds()?),
+        None => None,
+    };
+    let sampling = deployment.postgres.as_ref().map(PgProbe::sample);
     let started = Instant::now();
-    publish(api, &key, load, envelope).await?;
+    publish(&deployment.apis, &key, load, envelope).await?;
     let ingest = started.elapsed();
     let deadline = Duration::from_secs(60) + Duration::from_millis(load.events);
     receiver.wait_for(load.deliveries(), deadline).await;
     let delivered = receiver
         .last_receipt()
         .map_or(started.elapsed(), |last| last.duration_since(started));
-    let herald_cpu = server.cpu_seconds()? - herald_cpu;
+    let herald_cpu = deployment.cpu_seconds()? - herald_cpu;
     let tool_cpu = process::cpu_seconds(std::process::id())? - tool_cpu;
     let mut report = figures(load, &receiver, ingest, delivered, tool_cpu);
     let received = receiver.count().max(1) as f64;
+    report["instances"] = json!(deployment.servers.len());
     report["cpuMsPerDelivery"] = json!(herald_cpu * 1000.0 / received);
-    report["heraldRssMb"] = json!(server.rss_bytes()? as f64 / 1_048_576.0);
+    report["heraldRssMb"] = json!(deployment.rss_bytes()? as f64 / 1_048_576.0);
+    if let (Some(probe), Some(before), Some(sampling)) =
+        (&deployment.postgres, postgres_cpu, sampling)
+    {
+        report["postgresCpuMsPerDelivery"] =
+            json!((probe.cpu_seconds()? - before) * 1000.0 / received);
+        report["postgres"] = sampling.finish();
+    }
     Ok(report)
 }
 
@@ -134,7 +203,7 @@ async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
     let tool_cpu = process::cpu_seconds(std::process::id())?;
     let started = Instant::now();
     // Straight to the receiver, the body is what Herald would deliver: the payload.
-    publish(&api, "baseline", load, payload).await?;
+    publish(&[api], "baseline", load, payload).await?;
     let elapsed = started.elapsed();
     receiver
         .wait_for(load.events, Duration::from_secs(10))
@@ -146,27 +215,24 @@ async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
 /// `throughput` on an empty queue, then with `waiting` deliveries queued for a target
 /// that takes 0.01 per second.
 async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Result<Value> {
-    let server = ChildServer::start().await?;
-    let api = Api {
-        http: http.clone(),
-        base: server.base.clone(),
-    };
+    let deployment = Deployment::start(http, None, 1).await?;
+    let (api, server) = (&deployment.apis[0], &deployment.servers[0]);
     // A first run warms Herald up (connections, caches), so the two measured runs
     // compare the queue, not a cold start with a warm one.
     let warm_up = Load {
         events: load.events.min(5_000),
         ..load
     };
-    measure(&api, &server, warm_up, "warm-up").await?;
-    let empty = measure(&api, &server, load, "empty queue").await?;
+    measure(&deployment, warm_up, "warm-up").await?;
+    let empty = measure(&deployment, load, "empty queue").await?;
     if empty["deliveries"].as_u64() < empty["expected"].as_u64() {
         bail!("not every delivery of the empty-queue run arrived before the deadline");
     }
     let preload_started = Instant::now();
-    preload(&api, &server, waiting, load.producers).await?;
+    preload(api, server, waiting, load.producers).await?;
     let preload_seconds = preload_started.elapsed().as_secs_f64();
     let rss_waiting = server.rss_bytes()?;
-    let mut full = measure(&api, &server, load, "full queue").await?;
+    let mut full = measure(&deployment, load, "full queue").await?;
     let ratio = full["deliveredPerSecond"].as_f64().unwrap_or(0.0)
         / empty["deliveredPerSecond"].as_f64().unwrap_or(f64::MAX);
     full["backlog"] = json!(waiting);
@@ -174,7 +240,6 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
     full["emptyQueueDeliveredPerSecond"] = empty["deliveredPerSecond"].clone();
     full["ratioToEmptyQueue"] = json!(ratio);
     full["heraldRssMbWaiting"] = json!(rss_waiting as f64 / 1_048_576.0);
-    server.stop();
     Ok(full)
 }
 
@@ -204,9 +269,9 @@ async fn preload(
 }
 
 /// Publishes `load.events` bodies made by `body` from `load.producers` concurrent
-/// producers.
+/// producers, spread evenly over `apis` (the instances).
 async fn publish(
-    api: &Api,
+    apis: &[Api],
     key: &str,
     load: Load,
     body: fn(usize) -> String,
@@ -214,7 +279,7 @@ async fn publish(
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut producers = tokio::task::JoinSet::new();
-    for _ in 0..load.producers {
+    for (api, _) in apis.iter().cycle().zip(0..load.producers) {
         let (api, key, next) = (api.clone(), key.to_owned(), Arc::clone(&next));
         producers.spawn(async move {
             loop {
@@ -284,6 +349,17 @@ fn print(scenario: &str, report: &Value, json: bool) {
             ", Herald CPU {:.3} ms/delivery, Herald RSS {:.0} MB",
             number("cpuMsPerDelivery"),
             number("heraldRssMb")
+        ));
+    }
+    if report.get("postgresCpuMsPerDelivery").is_some() {
+        let postgres = &report["postgres"];
+        line.push_str(&format!(
+            ", {} instance(s) on PostgreSQL: its CPU {:.3} ms/delivery, {:.1} active backends on average, \
+             lock waits {:.1}% of backend samples",
+            report["instances"],
+            number("postgresCpuMsPerDelivery"),
+            postgres["activeBackendsAvg"].as_f64().unwrap_or(0.0),
+            postgres["lockWaitShare"].as_f64().unwrap_or(0.0) * 100.0,
         ));
     }
     if report.get("ratioToEmptyQueue").is_some() {
