@@ -22,7 +22,7 @@ use herald_core::time::Timestamp;
 
 use super::error::translate;
 use super::rows::{self, big};
-use super::{PostgresStore, housekeeping, queue, schema};
+use super::{Database, PostgresStore, housekeeping, queue, schema};
 use crate::decode::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
 };
@@ -37,7 +37,7 @@ fn overfetch(page: &PageRequest) -> i64 {
     i64::from(page.limit) + 1
 }
 
-impl PostgresStore {
+impl Database {
     /// Runs `work` in one transaction and commits it; `change`, if any, reaches the
     /// other instances when the transaction commits.
     pub(super) async fn transact<T>(
@@ -56,7 +56,9 @@ impl PostgresStore {
         (self.observer)(started.elapsed());
         Ok(result)
     }
+}
 
+impl PostgresStore {
     /// Runs one configuration write of `tenant` and tells the other instances.
     async fn write_config(
         &self,
@@ -64,10 +66,11 @@ impl PostgresStore {
         sql: &str,
         params: rows::Params<'_>,
     ) -> Result<u64, StoreError> {
-        self.transact(Some(Change::Config(tenant.clone())), async |t| {
-            rows::execute(t, sql, params).await
-        })
-        .await
+        self.database
+            .transact(Some(Change::Config(tenant.clone())), async |t| {
+                rows::execute(t, sql, params).await
+            })
+            .await
     }
 
     async fn delete_owned(
@@ -186,7 +189,7 @@ impl PostgresStore {
         decode: rows::Decode<T>,
     ) -> Result<Option<T>, StoreError> {
         let sql = format!("SELECT {columns} FROM {table} WHERE id = $1 AND tenant_id = $2");
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::optional(&client, &sql, &[&id, &tenant.as_str()], decode).await
     }
 
@@ -203,7 +206,7 @@ impl PostgresStore {
         let sql = format!(
             "SELECT {columns} FROM {table} WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::page(
             &client,
             &sql,
@@ -234,7 +237,7 @@ async fn insert_api_key(client: &Transaction<'_>, key: &ApiKey) -> Result<u64, S
 #[async_trait]
 impl StoreBackend for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         let version = schema::version(&client).await?;
         if version == schema::latest_version() {
             Ok(())
@@ -249,35 +252,36 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn insert_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError> {
-        self.transact(None, async |t| {
-            rows::execute(
-                t,
-                "INSERT INTO tenants (id, name, created_at, updated_at, ingest_rate_limit) \
+        self.database
+            .transact(None, async |t| {
+                rows::execute(
+                    t,
+                    "INSERT INTO tenants (id, name, created_at, updated_at, ingest_rate_limit) \
                  VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &tenant.id.as_str(),
-                    &tenant.name.as_str(),
-                    &tenant.created_at.as_millis(),
-                    &tenant.updated_at.as_millis(),
-                    &tenant.ingest_rate_limit.map(|r| r.per_second()),
-                ],
-            )
-            .await?;
-            insert_api_key(t, first_key).await.map(drop)
-        })
-        .await
+                    &[
+                        &tenant.id.as_str(),
+                        &tenant.name.as_str(),
+                        &tenant.created_at.as_millis(),
+                        &tenant.updated_at.as_millis(),
+                        &tenant.ingest_rate_limit.map(|r| r.per_second()),
+                    ],
+                )
+                .await?;
+                insert_api_key(t, first_key).await.map(drop)
+            })
+            .await
     }
 
     async fn get_tenant(&self, id: &TenantId) -> Result<Option<Tenant>, StoreError> {
         let sql = format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id = $1");
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::optional(&client, &sql, &[&id.as_str()], decode::tenant).await
     }
 
     async fn list_tenants(&self, page: &PageRequest) -> Result<Page<Tenant>, StoreError> {
         let sql =
             format!("SELECT {TENANT_COLUMNS} FROM tenants WHERE id > $1 ORDER BY id LIMIT $2");
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::page(
             &client,
             &sql,
@@ -313,16 +317,17 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn insert_api_key(&self, key: &ApiKey) -> Result<(), StoreError> {
-        self.transact(Some(Change::Config(key.tenant_id.clone())), async |t| {
-            insert_api_key(t, key).await.map(drop)
-        })
-        .await
+        self.database
+            .transact(Some(Change::Config(key.tenant_id.clone())), async |t| {
+                insert_api_key(t, key).await.map(drop)
+            })
+            .await
     }
 
     async fn list_api_keys(&self, tenant: &TenantId) -> Result<Vec<ApiKey>, StoreError> {
         let sql =
             format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE tenant_id = $1 ORDER BY id");
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::all(&client, &sql, &[&tenant.as_str()], decode::api_key).await
     }
 
@@ -332,7 +337,7 @@ impl StoreBackend for PostgresStore {
 
     async fn tenant_for_key(&self, hash: &KeyHash) -> Result<Option<TenantId>, StoreError> {
         let sql = format!("SELECT {API_KEY_COLUMNS} FROM api_keys WHERE key_hash = $1");
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         Ok(
             rows::optional(&client, &sql, &[&&hash.0[..]], decode::api_key)
                 .await?
@@ -389,7 +394,7 @@ impl StoreBackend for PostgresStore {
         reason: &str,
         now: Timestamp,
     ) -> Result<bool, StoreError> {
-        queue::disable_target(self, id, reason, now).await
+        queue::disable_target(&self.database, id, reason, now).await
     }
 
     async fn target_circuit(
@@ -397,11 +402,11 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         id: &TargetId,
     ) -> Result<Option<Circuit>, StoreError> {
-        queue::target_circuit(self, tenant, id).await
+        queue::target_circuit(&self.database, tenant, id).await
     }
 
     async fn save_circuits(&self, circuits: Vec<(TargetId, Circuit)>) -> Result<(), StoreError> {
-        queue::save_circuits(self, circuits).await
+        queue::save_circuits(&self.database, circuits).await
     }
 
     async fn insert_filter(&self, filter: &Filter) -> Result<(), StoreError> {
@@ -496,7 +501,7 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn routes(&self, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
-        let client = self.client().await?;
+        let client = self.database.client().await?;
         rows::all(
             &client,
             "SELECT s.id, s.target_id, f.patterns FROM subscriptions s \
@@ -509,7 +514,7 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn insert_events(&self, records: Vec<EventRecord>) -> Result<Vec<Inserted>, StoreError> {
-        queue::insert_events(self, records).await
+        self.intake.insert(records).await
     }
 
     async fn get_event(
@@ -532,7 +537,7 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         event: &EventId,
     ) -> Result<Vec<Delivery>, StoreError> {
-        queue::event_deliveries(self, tenant, event).await
+        queue::event_deliveries(&self.database, tenant, event).await
     }
 
     async fn list_deliveries(
@@ -541,7 +546,7 @@ impl StoreBackend for PostgresStore {
         query: &DeliveryQuery,
         page: &PageRequest,
     ) -> Result<Page<Delivery>, StoreError> {
-        queue::list_deliveries(self, tenant, query, page).await
+        queue::list_deliveries(&self.database, tenant, query, page).await
     }
 
     async fn get_delivery(
@@ -564,7 +569,7 @@ impl StoreBackend for PostgresStore {
         tenant: &TenantId,
         delivery: &DeliveryId,
     ) -> Result<Vec<Attempt>, StoreError> {
-        queue::list_attempts(self, tenant, delivery).await
+        queue::list_attempts(&self.database, tenant, delivery).await
     }
 
     async fn requeue(
@@ -573,11 +578,11 @@ impl StoreBackend for PostgresStore {
         which: &Requeue,
         now: Timestamp,
     ) -> Result<u64, StoreError> {
-        queue::requeue(self, tenant, which, now).await
+        queue::requeue(&self.database, tenant, which, now).await
     }
 
     async fn waiting_targets(&self) -> Result<Vec<WaitingTarget>, StoreError> {
-        queue::waiting_targets(self).await
+        queue::waiting_targets(&self.database).await
     }
 
     async fn claim(
@@ -586,7 +591,7 @@ impl StoreBackend for PostgresStore {
         now: Timestamp,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        queue::claim(self, requests, now, lease).await
+        queue::claim(&self.database, requests, now, lease).await
     }
 
     async fn record_outcomes(
@@ -594,19 +599,19 @@ impl StoreBackend for PostgresStore {
         outcomes: Vec<OutcomeRecord>,
         now: Timestamp,
     ) -> Result<Vec<bool>, StoreError> {
-        queue::record_outcomes(self, outcomes, now).await
+        queue::record_outcomes(&self.database, outcomes, now).await
     }
 
     async fn queue_stats(&self, now: Timestamp) -> Result<QueueStats, StoreError> {
-        queue::queue_stats(self, now).await
+        queue::queue_stats(&self.database, now).await
     }
 
     async fn recover_expired_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
-        queue::release_leases(self, now, true).await
+        queue::release_leases(&self.database, now, true).await
     }
 
     async fn release_all_leases(&self, now: Timestamp) -> Result<u64, StoreError> {
-        queue::release_leases(self, now, false).await
+        queue::release_leases(&self.database, now, false).await
     }
 
     async fn extend_leases(
@@ -614,19 +619,19 @@ impl StoreBackend for PostgresStore {
         leases: Vec<(DeliveryId, i64)>,
         until: Timestamp,
     ) -> Result<u64, StoreError> {
-        housekeeping::extend_leases(self, leases, until).await
+        housekeeping::extend_leases(&self.database, leases, until).await
     }
 
     async fn heartbeat(&self, instance: &Instance) -> Result<(), StoreError> {
-        housekeeping::heartbeat(self, instance).await
+        housekeeping::heartbeat(&self.database, instance).await
     }
 
     async fn instances(&self) -> Result<Vec<Instance>, StoreError> {
-        housekeeping::instances(self).await
+        housekeeping::instances(&self.database).await
     }
 
     async fn forget_instances(&self, stale_before: Timestamp) -> Result<u64, StoreError> {
-        housekeeping::forget_instances(self, stale_before).await
+        housekeeping::forget_instances(&self.database, stale_before).await
     }
 
     async fn take_leadership(
@@ -635,7 +640,7 @@ impl StoreBackend for PostgresStore {
         now: Timestamp,
         term: Duration,
     ) -> Result<bool, StoreError> {
-        housekeeping::take_leadership(self, instance, now, now.plus(term)).await
+        housekeeping::take_leadership(&self.database, instance, now, now.plus(term)).await
     }
 
     async fn purge_finished(
@@ -643,7 +648,7 @@ impl StoreBackend for PostgresStore {
         created_before: Timestamp,
         limit: u32,
     ) -> Result<u64, StoreError> {
-        housekeeping::purge_finished(self, created_before, limit).await
+        housekeeping::purge_finished(&self.database, created_before, limit).await
     }
 
     fn watch(&self, listener: ChangeListener) {

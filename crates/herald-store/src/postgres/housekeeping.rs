@@ -6,7 +6,7 @@ use herald_core::id::DeliveryId;
 use herald_core::store::{Instance, StoreError};
 use herald_core::time::Timestamp;
 
-use super::PostgresStore;
+use super::Database;
 use super::rows;
 use crate::decode::{Columns, Undecodable};
 
@@ -14,7 +14,7 @@ use crate::decode::{Columns, Undecodable};
 const HOUSEKEEPING: &str = "housekeeping";
 
 pub(super) async fn extend_leases(
-    store: &PostgresStore,
+    store: &Database,
     leases: Vec<(DeliveryId, i64)>,
     until: Timestamp,
 ) -> Result<u64, StoreError> {
@@ -34,10 +34,7 @@ pub(super) async fn extend_leases(
     .await
 }
 
-pub(super) async fn heartbeat(
-    store: &PostgresStore,
-    instance: &Instance,
-) -> Result<(), StoreError> {
+pub(super) async fn heartbeat(store: &Database, instance: &Instance) -> Result<(), StoreError> {
     let client = store.client().await?;
     rows::execute(
         &client,
@@ -54,7 +51,7 @@ pub(super) async fn heartbeat(
     .map(drop)
 }
 
-pub(super) async fn instances(store: &PostgresStore) -> Result<Vec<Instance>, StoreError> {
+pub(super) async fn instances(store: &Database) -> Result<Vec<Instance>, StoreError> {
     let client = store.client().await?;
     rows::all(
         &client,
@@ -84,7 +81,7 @@ fn instance(row: &tokio_postgres::Row) -> Result<Instance, Undecodable> {
 }
 
 pub(super) async fn forget_instances(
-    store: &PostgresStore,
+    store: &Database,
     stale_before: Timestamp,
 ) -> Result<u64, StoreError> {
     let client = store.client().await?;
@@ -97,7 +94,7 @@ pub(super) async fn forget_instances(
 }
 
 pub(super) async fn take_leadership(
-    store: &PostgresStore,
+    store: &Database,
     instance: &str,
     now: Timestamp,
     until: Timestamp,
@@ -116,7 +113,7 @@ pub(super) async fn take_leadership(
 }
 
 pub(super) async fn purge_finished(
-    store: &PostgresStore,
+    store: &Database,
     created_before: Timestamp,
     limit: u32,
 ) -> Result<u64, StoreError> {

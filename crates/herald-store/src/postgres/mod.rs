@@ -11,6 +11,7 @@
 mod backend;
 mod error;
 mod housekeeping;
+mod intake;
 mod notify;
 mod queue;
 mod rows;
@@ -62,10 +63,16 @@ pub enum PostgresSetupError {
 
 /// A [`StoreBackend`](herald_core::store::StoreBackend) on a PostgreSQL database.
 pub struct PostgresStore {
+    database: Arc<Database>,
+    intake: intake::Intake,
+    listener: notify::Listener,
+}
+
+/// The connections and what every statement needs, shared with the intake task.
+pub(super) struct Database {
     pool: Pool,
     instance_id: String,
     notifier: notify::Origin,
-    listener: notify::Listener,
     announcer: notify::Announcer,
     observer: CommitObserver,
 }
@@ -102,16 +109,22 @@ impl PostgresStore {
         schema::migrate(&mut client).await?;
         drop(client);
         let notifier = notify::Origin::new();
-        Ok(Self {
-            listener: notify::Listener::start(config, notifier.clone()),
+        let database = Arc::new(Database {
             announcer: notify::Announcer::start(pool.clone(), notifier.clone()),
-            notifier,
+            notifier: notifier.clone(),
             instance_id: options.instance_id,
             observer,
             pool,
+        });
+        Ok(Self {
+            listener: notify::Listener::start(config, notifier),
+            intake: intake::Intake::start(Arc::clone(&database)),
+            database,
         })
     }
+}
 
+impl Database {
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(error::pool)
     }

@@ -21,7 +21,7 @@ use herald_core::time::Timestamp;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use super::PostgresStore;
+use super::Database;
 use super::rows::{self, count};
 use crate::decode::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
@@ -36,7 +36,7 @@ const FIRST_LANE: &str = "attempts = 0";
 const RETRY_LANE: &str = "attempts > 0";
 
 pub(super) async fn insert_events(
-    store: &PostgresStore,
+    store: &Database,
     records: Vec<EventRecord>,
 ) -> Result<Vec<Inserted>, StoreError> {
     if records.is_empty() {
@@ -225,7 +225,7 @@ fn original(row: &Row) -> Result<((String, String), EventId, u32), Undecodable> 
 }
 
 pub(super) async fn event_deliveries(
-    store: &PostgresStore,
+    store: &Database,
     tenant: &TenantId,
     event: &EventId,
 ) -> Result<Vec<Delivery>, StoreError> {
@@ -243,7 +243,7 @@ pub(super) async fn event_deliveries(
 }
 
 pub(super) async fn list_attempts(
-    store: &PostgresStore,
+    store: &Database,
     tenant: &TenantId,
     delivery: &DeliveryId,
 ) -> Result<Vec<Attempt>, StoreError> {
@@ -316,7 +316,7 @@ fn selection(tenant: &TenantId, query: &DeliveryQuery) -> Selection {
 }
 
 pub(super) async fn list_deliveries(
-    store: &PostgresStore,
+    store: &Database,
     tenant: &TenantId,
     query: &DeliveryQuery,
     page: &PageRequest,
@@ -341,7 +341,7 @@ pub(super) async fn list_deliveries(
 }
 
 pub(super) async fn requeue(
-    store: &PostgresStore,
+    store: &Database,
     tenant: &TenantId,
     which: &Requeue,
     now: Timestamp,
@@ -389,9 +389,7 @@ fn next_waiting_target(lane: &str, previous: &str) -> String {
     )
 }
 
-pub(super) async fn waiting_targets(
-    store: &PostgresStore,
-) -> Result<Vec<WaitingTarget>, StoreError> {
+pub(super) async fn waiting_targets(store: &Database) -> Result<Vec<WaitingTarget>, StoreError> {
     let (first, retry) = (FIRST_LANE, RETRY_LANE);
     let sql = format!(
         "WITH RECURSIVE \
@@ -456,7 +454,7 @@ fn waiting_target(row: &Row, width: usize) -> Result<WaitingTarget, Undecodable>
 }
 
 pub(super) async fn claim(
-    store: &PostgresStore,
+    store: &Database,
     requests: Vec<ClaimRequest>,
     now: Timestamp,
     lease: Duration,
@@ -711,7 +709,7 @@ async fn load_by_id<'a, T>(
 }
 
 pub(super) async fn record_outcomes(
-    store: &PostgresStore,
+    store: &Database,
     outcomes: Vec<OutcomeRecord>,
     now: Timestamp,
 ) -> Result<Vec<bool>, StoreError> {
@@ -834,7 +832,7 @@ async fn insert_attempts(t: &Transaction<'_>, attempts: &[&Attempt]) -> Result<(
 }
 
 pub(super) async fn queue_stats(
-    store: &PostgresStore,
+    store: &Database,
     now: Timestamp,
 ) -> Result<QueueStats, StoreError> {
     let client = store.client().await?;
@@ -864,7 +862,7 @@ pub(super) async fn queue_stats(
 /// Puts leased deliveries back in their lanes, due now at the latest: every lease
 /// (`only_expired` false) or those that expired by `now`.
 pub(super) async fn release_leases(
-    store: &PostgresStore,
+    store: &Database,
     now: Timestamp,
     only_expired: bool,
 ) -> Result<u64, StoreError> {
@@ -883,7 +881,7 @@ pub(super) async fn release_leases(
 /// Runs an update that makes deliveries due and returns their target ids, telling
 /// the other instances those targets have work.
 async fn requeue_returning_targets(
-    store: &PostgresStore,
+    store: &Database,
     sql: &str,
     params: rows::Params<'_>,
 ) -> Result<u64, StoreError> {
@@ -906,7 +904,7 @@ async fn requeue_returning_targets(
 }
 
 pub(super) async fn disable_target(
-    store: &PostgresStore,
+    store: &Database,
     target: &TargetId,
     reason: &str,
     now: Timestamp,
@@ -936,7 +934,7 @@ pub(super) async fn disable_target(
 }
 
 pub(super) async fn target_circuit(
-    store: &PostgresStore,
+    store: &Database,
     tenant: &TenantId,
     target: &TargetId,
 ) -> Result<Option<Circuit>, StoreError> {
@@ -956,7 +954,7 @@ pub(super) async fn target_circuit(
 }
 
 pub(super) async fn save_circuits(
-    store: &PostgresStore,
+    store: &Database,
     circuits: Vec<(TargetId, Circuit)>,
 ) -> Result<(), StoreError> {
     if circuits.is_empty() {

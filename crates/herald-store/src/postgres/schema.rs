@@ -108,7 +108,6 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'pending' AND attempts = 0;
     CREATE INDEX deliveries_retry_due ON deliveries(target_id, next_attempt_at)
         WHERE status = 'pending' AND attempts > 0;
-    CREATE INDEX deliveries_leased ON deliveries(lease_expires_at) WHERE status = 'delivering';
     CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
     CREATE INDEX deliveries_by_event ON deliveries(event_id);
     CREATE INDEX deliveries_by_target ON deliveries(target_id);
@@ -138,6 +137,8 @@ const MIGRATIONS: &[&str] = &[
         tokens     DOUBLE PRECISION,
         tokens_at  BIGINT
     );
+    -- In flight per target, for shared limits; lease recovery scans it too (it holds only
+    -- the deliveries under way), so renewing a lease changes no indexed column.
     CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';
     CREATE TABLE instances (
         id            TEXT PRIMARY KEY,

@@ -109,22 +109,31 @@ impl PgProbe {
 impl Sampling {
     /// Stops sampling. The report: samples taken, active backends on average, what
     /// they were doing (`CPU` when not waiting) as shares of all backend samples, and
-    /// the share spent waiting on locks.
+    /// three sums of them: waits on heavyweight locks (rows, transactions, relations:
+    /// what contention between instances would show as), on the WAL reaching the disk
+    /// (commits queueing for the flush), and on other internal locks.
     pub fn finish(self) -> Value {
         self.task.abort();
         let samples = self.samples.lock().unwrap_or_else(PoisonError::into_inner);
-        let share = |n: u64| n as f64 / samples.active.max(1) as f64;
-        let lock_waits: u64 = samples
-            .waits
-            .iter()
-            .filter(|(wait, _)| wait.starts_with("Lock:") || wait.starts_with("LWLock:"))
-            .map(|(_, n)| n)
-            .sum();
+        let share_of = |matches: &dyn Fn(&str) -> bool| {
+            let n: u64 = samples
+                .waits
+                .iter()
+                .filter(|(wait, _)| matches(wait))
+                .map(|(_, n)| n)
+                .sum();
+            n as f64 / samples.active.max(1) as f64
+        };
+        let wal = |wait: &str| matches!(wait, "LWLock:WALWrite" | "IO:WALSync" | "IO:WALWrite");
         json!({
             "samples": samples.taken,
             "activeBackendsAvg": samples.active as f64 / samples.taken.max(1) as f64,
-            "waits": samples.waits.iter().map(|(wait, n)| (wait.clone(), json!(share(*n)))).collect::<serde_json::Map<_, _>>(),
-            "lockWaitShare": share(lock_waits),
+            "waits": samples.waits.iter().map(|(wait, n)| {
+                (wait.clone(), json!(*n as f64 / samples.active.max(1) as f64))
+            }).collect::<serde_json::Map<_, _>>(),
+            "lockWaitShare": share_of(&|wait| wait.starts_with("Lock:")),
+            "walFlushWaitShare": share_of(&wal),
+            "internalLockWaitShare": share_of(&|wait| wait.starts_with("LWLock:") && !wal(wait)),
         })
     }
 }

@@ -354,12 +354,14 @@ fn print(scenario: &str, report: &Value, json: bool) {
     if report.get("postgresCpuMsPerDelivery").is_some() {
         let postgres = &report["postgres"];
         line.push_str(&format!(
-            ", {} instance(s) on PostgreSQL: its CPU {:.3} ms/delivery, {:.1} active backends on average, \
-             lock waits {:.1}% of backend samples",
+            ", {} instance(s) on PostgreSQL: its CPU {:.3} ms/delivery, {:.1} active backends on average \
+             waiting on locks {:.1}%, on the WAL flush {:.1}%, on internal locks {:.1}% of the time",
             report["instances"],
             number("postgresCpuMsPerDelivery"),
             postgres["activeBackendsAvg"].as_f64().unwrap_or(0.0),
             postgres["lockWaitShare"].as_f64().unwrap_or(0.0) * 100.0,
+            postgres["walFlushWaitShare"].as_f64().unwrap_or(0.0) * 100.0,
+            postgres["internalLockWaitShare"].as_f64().unwrap_or(0.0) * 100.0,
         ));
     }
     if report.get("ratioToEmptyQueue").is_some() {

@@ -1,0 +1,112 @@
+//! Group commit for event intake on PostgreSQL.
+//!
+//! Every commit waits for the WAL to reach the disk. One transaction per published event
+//! would make intake as fast as the disk's flushes and no faster; instead concurrent
+//! `insert_events` calls are gathered into one transaction (their rows travel together in
+//! the same array statements) while the previous ones commit. A caller is answered only
+//! after the transaction holding its events committed, as before. An idle store adds no
+//! delay: a lone call is written at once.
+
+use std::sync::Arc;
+
+use herald_core::store::{EventRecord, Inserted, StoreError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::Database;
+
+/// Most events written in one transaction.
+const MAX_EVENTS: usize = 2_000;
+/// Transactions writing intake at once: one commits while the next gathers and writes.
+const CONCURRENT_GROUPS: usize = 2;
+
+type Reply = oneshot::Sender<Result<Vec<Inserted>, StoreError>>;
+
+/// One caller's events and where to send its answer.
+struct Request {
+    records: Vec<EventRecord>,
+    reply: Reply,
+}
+
+/// The queue intake goes through; writes groups on the store it is started with.
+pub(super) struct Intake {
+    sender: mpsc::UnboundedSender<Request>,
+}
+
+impl Intake {
+    /// Starts writing groups to `store`; the task ends when this queue is dropped.
+    pub(super) fn start(store: Arc<Database>) -> Self {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(gather(store, receiver));
+        Self { sender }
+    }
+
+    /// Writes `records` in the next group; answers once that group committed.
+    pub(super) async fn insert(
+        &self,
+        records: Vec<EventRecord>,
+    ) -> Result<Vec<Inserted>, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.sender
+            .send(Request { records, reply })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+}
+
+fn closed() -> StoreError {
+    StoreError::backend(std::io::Error::other(
+        "the PostgreSQL store is shutting down",
+    ))
+}
+
+async fn gather(store: Arc<Database>, mut receiver: mpsc::UnboundedReceiver<Request>) {
+    let groups = Arc::new(Semaphore::new(CONCURRENT_GROUPS));
+    while let Some(first) = receiver.recv().await {
+        let Ok(permit) = Arc::clone(&groups).acquire_owned().await else {
+            return;
+        };
+        // Everything that queued while the previous groups were writing joins this one.
+        let mut group = vec![first];
+        let mut events = group[0].records.len();
+        while events < MAX_EVENTS {
+            let Ok(next) = receiver.try_recv() else { break };
+            events += next.records.len();
+            group.push(next);
+        }
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            write_group(&store, group).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Writes a group in one transaction. If it fails, each request is written on its own,
+/// so one bad request (a target deleted meanwhile) cannot fail its neighbours.
+async fn write_group(store: &Database, group: Vec<Request>) {
+    if group.len() == 1 {
+        for request in group {
+            let result = super::queue::insert_events(store, request.records).await;
+            let _ = request.reply.send(result);
+        }
+        return;
+    }
+    let sizes: Vec<usize> = group.iter().map(|r| r.records.len()).collect();
+    let all: Vec<EventRecord> = group.iter().flat_map(|r| r.records.clone()).collect();
+    match super::queue::insert_events(store, all).await {
+        Ok(mut results) => {
+            for (request, size) in group.into_iter().zip(sizes) {
+                let rest = results.split_off(size.min(results.len()));
+                let _ = request
+                    .reply
+                    .send(Ok(std::mem::replace(&mut results, rest)));
+            }
+        }
+        Err(_) => {
+            for request in group {
+                let result = super::queue::insert_events(store, request.records).await;
+                let _ = request.reply.send(result);
+            }
+        }
+    }
+}
