@@ -332,3 +332,105 @@ async fn eventually_all(receiver: &TestReceiver, count: usize) -> Vec<Instant> {
     })
     .await
 }
+
+/// Two in-process instances on one fresh database, with settings `adjust` changes.
+async fn two_in_process_instances(
+    adjust: impl Fn(&mut herald::config::ServeArgs),
+) -> (crate::helpers::TestApp, crate::helpers::TestApp) {
+    let server = herald_store::postgres::testing::server_url();
+    let url = herald_store::postgres::testing::fresh_database(&server).await;
+    let storage = || crate::helpers::Storage {
+        dir: Arc::new(tempfile::tempdir().expect("tempdir")),
+        database_url: Some(url.clone()),
+    };
+    (
+        crate::helpers::TestApp::spawn_in_with(storage(), &adjust).await,
+        crate::helpers::TestApp::spawn_in_with(storage(), &adjust).await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_configuration_change_reaches_every_instance_at_once() {
+    let (a, b) = two_in_process_instances(|_| {}).await;
+    let receiver = TestReceiver::start().await;
+    let (_, key) = a.tenant("Acme").await;
+    a.subscribed_target(&key, &receiver.url("/config"), json!({}))
+        .await;
+    assert_eq!(publish(&b, &key).await, 1, "b routes by a's subscription");
+    eventually("the first delivery", || async {
+        (receiver.received().len() == 1).then_some(())
+    })
+    .await;
+
+    // b has the tenant's routes cached now (for a second). a switches the target off;
+    // b must route by the change well within that second.
+    let targets = a.get("/v1/webhooks/targets", &key).await.expect(200);
+    let target = targets["data"][0]["id"].as_str().expect("an id").to_owned();
+    a.patch(
+        &format!("/v1/webhooks/targets/{target}"),
+        &key,
+        json!({ "active": false }),
+    )
+    .await
+    .expect(200);
+    let changed = Instant::now();
+    let routed = eventually("b to see the change", || async {
+        (publish(&b, &key).await == 0).then(|| changed.elapsed())
+    })
+    .await;
+    eprintln!("config test: b stopped routing to the switched-off target {routed:?} after the change");
+    assert!(
+        routed < Duration::from_millis(500),
+        "invalidated by notification, not by the cache's 1 s expiry: {routed:?}"
+    );
+}
+
+/// Publishes one event through `app`; returns how many deliveries it made.
+async fn publish(app: &crate::helpers::TestApp, key: &str) -> u64 {
+    app.post(
+        "/v1/events",
+        key,
+        json!({ "type": "config.test", "payload": {} }),
+    )
+    .await
+    .expect(202)["deliveries"]
+        .as_u64()
+        .expect("a count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_circuit_opened_by_one_instance_holds_on_the_other() {
+    let (a, b) = two_in_process_instances(|args| {
+        args.circuit_failures = Some("3".into());
+        args.circuit_cooldown = Some("30s".into());
+    })
+    .await;
+    let receiver = TestReceiver::scripted(Arc::new(|_| (500, Vec::new()))).await;
+    let (_, key) = a.tenant("Acme").await;
+    let target = a
+        .subscribed_target(&key, &receiver.url("/down"), json!({}))
+        .await;
+    for app in [&a, &b, &a] {
+        publish(app, &key).await;
+    }
+    // Whichever instance sees three failures in a row opens the circuit.
+    let open = eventually("the circuit to open", || async {
+        let body = b
+            .get(&format!("/v1/webhooks/targets/{target}"), &key)
+            .await
+            .expect(200);
+        (body["circuit"]["state"] == "open").then(|| receiver.received().len())
+    })
+    .await;
+    // Both instances now hold the target's work, old and new, for the cool-down.
+    for app in [&a, &b, &a, &b] {
+        publish(app, &key).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let sent = receiver.received().len();
+    eprintln!("circuit test: {open} requests until the circuit opened, {sent} after 1.5 s more");
+    assert!(
+        sent <= open + 1,
+        "neither instance sends while the circuit is open: {open} then {sent}"
+    );
+}

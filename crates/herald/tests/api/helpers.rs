@@ -106,7 +106,13 @@ impl TestApp {
 
     /// An instance on existing storage.
     pub async fn spawn_in(storage: Storage) -> Self {
-        let args = test_args(&storage);
+        Self::spawn_in_with(storage, |_| {}).await
+    }
+
+    /// An instance on existing storage whose settings `adjust` changes.
+    pub async fn spawn_in_with(storage: Storage, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut args = test_args(&storage);
+        adjust(&mut args);
         Self::start(storage, args).await
     }
 
