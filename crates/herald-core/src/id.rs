@@ -89,6 +89,10 @@ define_id!(
     /// Identifies an [`Attempt`](crate::model::Attempt).
     AttemptId, "att_"
 );
+define_id!(
+    /// Identifies a [`ParkedRecord`](crate::store::ParkedRecord).
+    ParkedId, "pkd_"
+);
 
 #[cfg(test)]
 mod tests {

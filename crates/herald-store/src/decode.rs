@@ -344,6 +344,30 @@ pub(crate) fn route(row: &impl Columns) -> Result<herald_core::routing::Route, U
     })
 }
 
+/// Columns read by [`parked`], in order.
+pub(crate) const PARKED_COLUMNS: &str =
+    "id, topic, partition, record_offset, reason, headers, value, value_bytes, parked_at";
+
+/// A row of [`PARKED_COLUMNS`].
+pub(crate) fn parked(row: &impl Columns) -> Result<herald_core::store::ParkedRecord, Undecodable> {
+    Ok(herald_core::store::ParkedRecord {
+        id: id(row, 0, herald_core::id::ParkedId::parse)?,
+        topic: text(row, 1)?,
+        partition: number(row, 2)?,
+        offset: number(row, 3)?,
+        reason: text(row, 4)?,
+        headers: json(row, 5)?,
+        value: row.blob(6)?,
+        value_bytes: number(row, 7)?,
+        parked_at: timestamp(row, 8)?,
+    })
+}
+
+/// A parked record's headers as stored: a JSON array of `[name, value]` pairs.
+pub(crate) fn parked_headers_json(headers: &[(String, String)]) -> String {
+    serde_json::to_string(headers).unwrap_or_else(|_| "[]".to_owned())
+}
+
 /// Headers as stored: a JSON object.
 pub(crate) fn headers_json(headers: &CustomHeaders) -> String {
     serde_json::Value::from(serde_json::Map::from_iter(

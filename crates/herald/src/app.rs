@@ -61,6 +61,10 @@ pub enum StartError {
     /// The shared store needs a configured admin token.
     #[error("HERALD_ADMIN_TOKEN must be set when --database-url is")]
     AdminTokenRequired,
+    /// The Kafka consumer cannot be created.
+    #[cfg(feature = "kafka")]
+    #[error(transparent)]
+    Kafka(#[from] crate::ingest::kafka::KafkaError),
     /// The admin token file cannot be read or written.
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
@@ -92,6 +96,7 @@ pub struct RunningApp {
     server: JoinHandle<io::Result<()>>,
     engine_stop: watch::Sender<bool>,
     engine: JoinHandle<()>,
+    sources: Option<JoinHandle<()>>,
     _lock: Option<File>,
 }
 
@@ -111,6 +116,9 @@ impl RunningApp {
         let _ = self.shutdown.send(());
         let served = self.server.await.map_err(io::Error::other)?;
         let _ = self.engine_stop.send(true);
+        if let Some(sources) = self.sources {
+            sources.await.map_err(io::Error::other)?;
+        }
         self.engine.await.map_err(io::Error::other)?;
         served
     }
@@ -150,11 +158,20 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         management.clone(),
         Arc::clone(&hints),
     ));
+    let max_payload = usize::try_from(config.max_payload).unwrap_or(usize::MAX);
+    let sources = start_sources(
+        config,
+        &instance_id,
+        &management,
+        &hints,
+        &metrics,
+        engine_stop.subscribe(),
+    )?;
     let state = AppState {
         management,
         admin_token: admin.hash,
         hints,
-        max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
+        max_payload,
         ingest_limits: Arc::new(IngestLimits::new(config.tenant_rate_limit)),
         metrics,
     };
@@ -169,8 +186,55 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         server: tokio::spawn(server.into_future()),
         engine_stop,
         engine,
+        sources,
         _lock: lock,
     })
+}
+
+/// Starts the event sources besides the HTTP API (the Kafka consumer, if configured);
+/// they stop when `stop` turns true.
+#[cfg(feature = "kafka")]
+fn start_sources(
+    config: &Config,
+    instance_id: &str,
+    management: &Management,
+    hints: &Arc<Hints>,
+    metrics: &Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    use crate::ingest::kafka;
+    let Some(kafka_config) = &config.kafka else {
+        return Ok(None);
+    };
+    let settings = kafka::KafkaSettings {
+        brokers: kafka_config.brokers.clone(),
+        topics: kafka_config.topics.clone(),
+        group: kafka_config.group.clone(),
+        instance_id: instance_id.to_owned(),
+        max_payload: usize::try_from(config.max_payload).unwrap_or(usize::MAX),
+    };
+    let consumer = kafka::connect(&settings)?;
+    let sinks = kafka::Sinks {
+        management: management.clone(),
+        hints: Arc::clone(hints),
+        metrics: Arc::clone(metrics),
+    };
+    tracing::info!(topics = ?settings.topics, group = settings.group, "consuming events from Kafka");
+    Ok(Some(tokio::spawn(kafka::run(consumer, settings, sinks, stop))))
+}
+
+/// Without the `kafka` feature there is no other source (the configuration refuses
+/// Kafka settings).
+#[cfg(not(feature = "kafka"))]
+fn start_sources(
+    _config: &Config,
+    _instance_id: &str,
+    _management: &Management,
+    _hints: &Arc<Hints>,
+    _metrics: &Arc<Metrics>,
+    _stop: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, StartError> {
+    Ok(None)
 }
 
 /// A store opened for this process, with the admin token it accepts.

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod config;
 pub mod dispatcher;
 pub mod housekeeping;
+pub mod ingest;
 pub mod metrics;
 pub mod outcome;
 pub mod scheduler;

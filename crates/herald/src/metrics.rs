@@ -36,6 +36,9 @@ pub struct Metrics {
     waiting: Gauge,
     circuits_open: Gauge,
     leader: Gauge,
+    kafka_records: Family<Label, Counter>,
+    kafka_batch_duration: Histogram,
+    kafka_lag: Gauge,
     commit_duration: Histogram,
     /// When the queue gauges were last read from the store; one refresh at a time.
     queue_refreshed: tokio::sync::Mutex<Option<Instant>>,
@@ -116,6 +119,26 @@ impl Metrics {
             "1 while this instance is the leader that runs housekeeping (lease recovery, retention)",
             leader.clone(),
         );
+        let kafka_records = Family::<Label, Counter>::default();
+        registry.register(
+            "kafka_records",
+            "Kafka records consumed, by result: accepted (stored), duplicate (stored before) or parked (bad)",
+            kafka_records.clone(),
+        );
+        // 1 ms to about 16 s.
+        let kafka_batch_duration = Histogram::new(exponential_buckets(0.001, 2.0, 15));
+        registry.register_with_unit(
+            "kafka_batch",
+            "Time to store one batch of Kafka records and commit its offsets",
+            Unit::Seconds,
+            kafka_batch_duration.clone(),
+        );
+        let kafka_lag = Gauge::default();
+        registry.register(
+            "kafka_lag",
+            "Kafka records not yet consumed on this instance's partitions (last read, at most every 5 s)",
+            kafka_lag.clone(),
+        );
         // 0.1 ms to about 3 s.
         let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 15));
         registry.register_with_unit(
@@ -134,6 +157,9 @@ impl Metrics {
             waiting,
             circuits_open,
             leader,
+            kafka_records,
+            kafka_batch_duration,
+            kafka_lag,
             commit_duration,
             queue_refreshed: tokio::sync::Mutex::new(None),
         })
@@ -157,6 +183,23 @@ impl Metrics {
     /// Sets the number of requests under way.
     pub fn set_in_flight(&self, count: u32) {
         self.in_flight.set(i64::from(count));
+    }
+
+    /// Counts Kafka records by result (`accepted`, `duplicate`, `parked`).
+    pub fn kafka_records(&self, result: &'static str, count: u64) {
+        self.kafka_records
+            .get_or_create(&[("result", result)])
+            .inc_by(count);
+    }
+
+    /// Observes one Kafka batch, from its first record read to its offsets committed.
+    pub fn kafka_batch_took(&self, duration: Duration) {
+        self.kafka_batch_duration.observe(duration.as_secs_f64());
+    }
+
+    /// Sets the consumer lag of this instance's partitions.
+    pub fn set_kafka_lag(&self, records: i64) {
+        self.kafka_lag.set(records);
     }
 
     /// Says whether this instance leads now.

@@ -38,6 +38,14 @@ impl Management {
         Ok(self.store.list_tenants(page).await?)
     }
 
+    /// The Kafka records the Kafka source refused, oldest first.
+    pub async fn parked_records(
+        &self,
+        page: &PageRequest,
+    ) -> Result<Page<crate::store::ParkedRecord>, ServiceError> {
+        Ok(self.store.list_parked(page).await?)
+    }
+
     /// Changes a tenant.
     pub async fn update_tenant(
         &self,

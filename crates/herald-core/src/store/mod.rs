@@ -19,7 +19,9 @@ use async_trait::async_trait;
 
 use crate::auth::{ApiKey, KeyHash};
 use crate::flow::Circuit;
-use crate::id::{ApiKeyId, DeliveryId, EventId, FilterId, SubscriptionId, TargetId, TenantId};
+use crate::id::{
+    ApiKeyId, DeliveryId, EventId, FilterId, ParkedId, SubscriptionId, TargetId, TenantId,
+};
 use crate::model::{Attempt, Delivery, Event, Filter, Subscription, Target, Tenant};
 use crate::routing::Route;
 use crate::time::Timestamp;
@@ -290,12 +292,45 @@ pub trait StoreBackend: Send + Sync + 'static {
         limit: u32,
     ) -> Result<u64, StoreError>;
 
+    /// Keeps records the Kafka source refused; one already kept (same topic,
+    /// partition and offset, read again after a crash) is left as it is.
+    async fn park_records(&self, records: Vec<ParkedRecord>) -> Result<(), StoreError>;
+    /// The parked records, oldest first.
+    async fn list_parked(&self, page: &PageRequest) -> Result<Page<ParkedRecord>, StoreError>;
+
     /// Starts telling `listener` about changes other instances make. A store only one
     /// instance can use (the embedded one) has none to tell.
     fn watch(&self, listener: ChangeListener) {
         drop(listener);
     }
 }
+
+/// A Kafka record that carried no event Herald could accept, kept so an operator can
+/// see it (and fix its producer); the consumer moved on past it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedRecord {
+    /// Its id.
+    pub id: ParkedId,
+    /// Where it was read: topic, partition, offset (a record is parked once).
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// Why it was refused.
+    pub reason: String,
+    /// Its headers (values read as UTF-8, invalid bytes replaced).
+    pub headers: Vec<(String, String)>,
+    /// The start of its value (at most [`PARKED_VALUE_LIMIT`] bytes).
+    pub value: Option<Vec<u8>>,
+    /// Its value's full size in bytes.
+    pub value_bytes: u64,
+    /// When it was parked.
+    pub parked_at: Timestamp,
+}
+
+/// How much of a parked record's value is kept.
+pub const PARKED_VALUE_LIMIT: usize = 64 * 1024;
 
 /// A running Herald instance, as its heartbeats describe it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,13 +16,13 @@ use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target,
 use herald_core::routing::Route;
 use herald_core::store::{
     Change, ChangeListener, ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, Instance,
-    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
+    OutcomeRecord, Page, PageRequest, ParkedRecord, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 
 use super::error::translate;
 use super::rows::{self, big};
-use super::{Database, PostgresStore, housekeeping, queue, schema};
+use super::{Database, PostgresStore, housekeeping, parked, queue, schema};
 use crate::decode::{
     self, API_KEY_COLUMNS, FILTER_COLUMNS, SUBSCRIPTION_COLUMNS, TARGET_COLUMNS, TENANT_COLUMNS,
 };
@@ -649,6 +649,14 @@ impl StoreBackend for PostgresStore {
         limit: u32,
     ) -> Result<u64, StoreError> {
         housekeeping::purge_finished(&self.database, created_before, limit).await
+    }
+
+    async fn park_records(&self, records: Vec<ParkedRecord>) -> Result<(), StoreError> {
+        parked::park(&self.database, records).await
+    }
+
+    async fn list_parked(&self, page: &PageRequest) -> Result<Page<ParkedRecord>, StoreError> {
+        parked::list(&self.database, page).await
     }
 
     fn watch(&self, listener: ChangeListener) {

@@ -12,6 +12,7 @@ mod backend;
 mod error;
 mod housekeeping;
 mod intake;
+mod parked;
 mod notify;
 mod queue;
 mod rows;

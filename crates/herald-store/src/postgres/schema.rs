@@ -151,7 +151,19 @@ const MIGRATIONS: &[&str] = &[
         holder      TEXT NOT NULL,
         expires_at  BIGINT NOT NULL
     );
-    CREATE INDEX events_by_age ON events(created_at);",
+    CREATE INDEX events_by_age ON events(created_at);
+    CREATE TABLE parked_records (
+        id             TEXT PRIMARY KEY,
+        topic          TEXT NOT NULL,
+        partition      BIGINT NOT NULL,
+        record_offset  BIGINT NOT NULL,
+        reason         TEXT NOT NULL,
+        headers        TEXT NOT NULL,
+        value          BYTEA,
+        value_bytes    BIGINT NOT NULL,
+        parked_at      BIGINT NOT NULL,
+        UNIQUE (topic, partition, record_offset)
+    );",
 ];
 
 /// The schema version this binary writes.

@@ -13,7 +13,7 @@ use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target,
 use herald_core::routing::Route;
 use herald_core::store::{
     ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, Instance, OutcomeRecord, Page,
-    PageRequest, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
+    PageRequest, ParkedRecord, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::{Connection, params};
@@ -24,7 +24,7 @@ use super::rows::{
     execute,
 };
 use super::writer::Lane;
-use super::{housekeeping, queue, schema};
+use super::{housekeeping, parked, queue, schema};
 
 /// The value `after` takes on the first page: every id sorts after the empty string.
 fn after(page: &PageRequest) -> String {
@@ -640,5 +640,14 @@ impl StoreBackend for SqliteStore {
         self.writer
             .write(move |c| housekeeping::purge_finished(c, created_before, limit))
             .await
+    }
+
+    async fn park_records(&self, records: Vec<ParkedRecord>) -> Result<(), StoreError> {
+        self.writer.write(move |c| parked::park(c, &records)).await
+    }
+
+    async fn list_parked(&self, page: &PageRequest) -> Result<Page<ParkedRecord>, StoreError> {
+        let page = page.clone();
+        self.readers.read(move |c| parked::list(c, &page)).await
     }
 }

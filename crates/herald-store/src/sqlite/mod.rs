@@ -10,6 +10,7 @@ mod backend;
 mod checkpointer;
 mod error;
 mod housekeeping;
+mod parked;
 mod queue;
 mod readers;
 mod rows;

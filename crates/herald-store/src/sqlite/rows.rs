@@ -87,6 +87,10 @@ pub(super) fn subscription(row: &Row<'_>) -> rusqlite::Result<herald_core::model
     sqlite(decode::subscription(row))
 }
 
+pub(super) fn parked(row: &Row<'_>) -> rusqlite::Result<herald_core::store::ParkedRecord> {
+    sqlite(decode::parked(row))
+}
+
 pub(super) fn route(row: &Row<'_>) -> rusqlite::Result<herald_core::routing::Route> {
     sqlite(decode::route(row))
 }

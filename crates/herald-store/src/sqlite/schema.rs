@@ -131,7 +131,7 @@ const MIGRATIONS: &[&str] = &[
         WHERE status = 'pending' AND attempts > 0;",
     // 4: limits shared by every claim (each target's token bucket, and a count of its
     // deliveries in flight read from an index); the instance registry and leadership;
-    // finished events found by age for retention.
+    // finished events found by age for retention; Kafka records parked as bad.
     "CREATE TABLE target_flow (
         target_id  TEXT PRIMARY KEY REFERENCES targets(id) ON DELETE CASCADE,
         tokens     REAL,
@@ -149,7 +149,19 @@ const MIGRATIONS: &[&str] = &[
         holder      TEXT NOT NULL,
         expires_at  INTEGER NOT NULL
     ) STRICT;
-    CREATE INDEX events_by_age ON events(created_at);",
+    CREATE INDEX events_by_age ON events(created_at);
+    CREATE TABLE parked_records (
+        id           TEXT PRIMARY KEY,
+        topic        TEXT NOT NULL,
+        partition    INTEGER NOT NULL,
+        record_offset INTEGER NOT NULL,
+        reason       TEXT NOT NULL,
+        headers      TEXT NOT NULL,
+        value        BLOB,
+        value_bytes  INTEGER NOT NULL,
+        parked_at    INTEGER NOT NULL,
+        UNIQUE (topic, partition, record_offset)
+    ) STRICT;",
 ];
 
 /// The schema version this binary writes.

@@ -141,3 +141,44 @@ pub async fn retention_purges_old_finished_events_only(backend: Backend) {
     );
     assert_eq!(store.purge_finished(at(10_000), 100).await.unwrap(), 0);
 }
+
+pub async fn parked_records_are_kept_once_and_listed_in_order(backend: Backend) {
+    use herald_core::id::ParkedId;
+    use herald_core::store::{PageRequest, ParkedRecord};
+    let store = &backend.store;
+    let parked = |offset: i64| ParkedRecord {
+        id: ParkedId::generate(),
+        topic: "orders".to_owned(),
+        partition: 2,
+        offset,
+        reason: format!("record {offset} is not an envelope"),
+        headers: vec![("herald-tenant".into(), "ten_x".into())],
+        value: Some(vec![0, 159, 146, 150]),
+        value_bytes: 4,
+        parked_at: at(offset),
+    };
+    let (first, second) = (parked(7), parked(9));
+    store
+        .park_records(vec![first.clone(), second.clone()])
+        .await
+        .unwrap();
+    // Read again after a crash: parked once.
+    store.park_records(vec![parked(7)]).await.unwrap();
+    let page = store
+        .list_parked(&PageRequest {
+            limit: 1,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![first]);
+    let rest = store
+        .list_parked(&PageRequest {
+            limit: 10,
+            after: page.next_after.clone(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items, vec![second]);
+    assert!(rest.next_after.is_none());
+}

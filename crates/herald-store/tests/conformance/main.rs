@@ -81,4 +81,5 @@ conformance!(
     instances_register_and_the_stale_are_forgotten,
     leadership_is_held_by_one_instance_until_its_term_ends,
     retention_purges_old_finished_events_only,
+    parked_records_are_kept_once_and_listed_in_order,
 );

@@ -14,6 +14,7 @@ mod extract;
 mod filters;
 mod health;
 mod ingest_limit;
+mod kafka;
 mod pagination;
 mod subscriptions;
 mod targets;
@@ -106,6 +107,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries::retry_delivery))
         .routes(routes!(deliveries::list_dead_letters))
         .routes(routes!(deliveries::redrive))
+        .routes(routes!(kafka::list_parked))
         .routes(routes!(
             targets::get_target,
             targets::update_target,

@@ -139,6 +139,17 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
 }
 
+/// The Kafka source: where to read and as which consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port,host:port`.
+    pub brokers: String,
+    /// The topics to consume.
+    pub topics: Vec<String>,
+    /// The consumer group (default `herald`).
+    pub group: String,
+}
+
 /// Herald's validated configuration.
 #[derive(Clone, PartialEq)]
 pub struct Config {
@@ -165,6 +176,8 @@ pub struct Config {
     /// How long finished events (with their deliveries and attempts) are kept;
     /// `None`: forever.
     pub retention: Option<Duration>,
+    /// The Kafka source, if enabled.
+    pub kafka: Option<KafkaConfig>,
     /// Default per-tenant ingest limit, events per second.
     pub tenant_rate_limit: Option<f64>,
 }
@@ -189,6 +202,7 @@ impl fmt::Debug for Config {
             .field("circuit", &self.circuit)
             .field("max_payload", &self.max_payload)
             .field("retention", &self.retention)
+            .field("kafka", &self.kafka)
             .field("tenant_rate_limit", &self.tenant_rate_limit)
             .finish()
     }
@@ -202,8 +216,8 @@ impl Config {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let raw = RawSettings::merge(args, file);
-        raw.refuse_unsupported()?;
+        let mut raw = RawSettings::merge(args, file);
+        let kafka = raw.kafka()?;
         let retry = RetryPolicy {
             initial: parse_or(
                 raw.retry_initial,
@@ -267,6 +281,7 @@ impl Config {
             },
             max_payload: parse_or(raw.max_payload, settings::MAX_PAYLOAD, "5MiB", values::size)?,
             retention: parse_or(raw.retention, settings::RETENTION, "7d", retention)?,
+            kafka,
             tenant_rate_limit: parse_opt(
                 raw.tenant_rate_limit,
                 settings::TENANT_RATE_LIMIT,
@@ -373,20 +388,65 @@ impl RawSettings {
         }
     }
 
-    /// Refuses settings whose feature this build does not have yet, rather than
-    /// silently running without it.
-    fn refuse_unsupported(&self) -> Result<(), ConfigError> {
-        let kafka = [&self.kafka_brokers, &self.kafka_topics, &self.kafka_group];
-        if kafka
-            .iter()
-            .any(|value| value.as_deref().is_some_and(|v| !v.trim().is_empty()))
-        {
+    /// The Kafka source's settings: off unless brokers are given; then topics are
+    /// required, and this build must have the source.
+    fn kafka(&mut self) -> Result<Option<KafkaConfig>, ConfigError> {
+        let given = |value: &Option<String>| value.as_deref().is_some_and(|v| !v.trim().is_empty());
+        if !given(&self.kafka_brokers) {
+            if given(&self.kafka_topics) || given(&self.kafka_group) {
+                return Err(settings::KAFKA_BROKERS.invalid(
+                    "must be set for the Kafka source (--kafka-topics or --kafka-group is set without it)",
+                ));
+            }
+            return Ok(None);
+        }
+        if !cfg!(feature = "kafka") {
             return Err(settings::KAFKA_BROKERS.invalid(
-                "this build of Herald has no Kafka source yet; leave the Kafka settings unset",
+                "this build of Herald has no Kafka source; build it with `cargo build --release --features kafka`",
             ));
         }
-        Ok(())
+        let brokers = list(self.kafka_brokers.take().unwrap_or_default());
+        if let Some(bad) = brokers.iter().find(|b| !b.contains(':')) {
+            return Err(settings::KAFKA_BROKERS
+                .invalid(format!("{bad:?} is not a host:port; write host:port,host:port")));
+        }
+        let topics = list(self.kafka_topics.take().unwrap_or_default());
+        if topics.is_empty() {
+            return Err(settings::KAFKA_TOPICS.invalid("must name at least one topic to consume"));
+        }
+        if let Some(bad) = topics.iter().find(|t| !valid_topic(t)) {
+            return Err(settings::KAFKA_TOPICS.invalid(format!(
+                "{bad:?} is not a Kafka topic name (1 to 249 of [A-Za-z0-9._-])"
+            )));
+        }
+        let group = self
+            .kafka_group
+            .take()
+            .map(|g| g.trim().to_owned())
+            .filter(|g| !g.is_empty())
+            .unwrap_or_else(|| "herald".to_owned());
+        Ok(Some(KafkaConfig {
+            brokers: brokers.join(","),
+            topics,
+            group,
+        }))
     }
+}
+
+/// The comma-separated items of `text`, trimmed, without empty ones.
+fn list(text: String) -> Vec<String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len())
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn parse_or<T>(
