@@ -29,13 +29,27 @@ pub(crate) fn bucket(
     })
 }
 
-/// What to save after `claimed` deliveries were taken from `bucket`.
-pub(crate) fn spend(bucket: &mut TokenBucket, claimed: usize, now: Timestamp) -> SavedBucket {
-    bucket.take(u32::try_from(claimed).unwrap_or(u32::MAX), now);
-    SavedBucket {
-        tokens: Some(bucket.tokens(now)),
-        at: Some(now.as_millis()),
+/// What to save after `claimed` deliveries were taken from `bucket`, last saved as
+/// `saved`; `None` when nothing was claimed (nothing to save). Instances' clocks differ
+/// a little: the saved time never moves backwards, or a claimant whose clock is behind
+/// would hand the next one tokens it already earned.
+pub(crate) fn spend(
+    bucket: &mut TokenBucket,
+    saved: SavedBucket,
+    claimed: usize,
+    now: Timestamp,
+) -> Option<SavedBucket> {
+    if claimed == 0 {
+        return None;
     }
+    let at = saved
+        .at
+        .map_or(now, |at| Timestamp::from_millis(at.max(now.as_millis())));
+    bucket.take(u32::try_from(claimed).unwrap_or(u32::MAX), at);
+    Some(SavedBucket {
+        tokens: Some(bucket.tokens(at)),
+        at: Some(at.as_millis()),
+    })
 }
 
 /// Whether the limits gave `request` less than it asked (`granted`: first attempts,

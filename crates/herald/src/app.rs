@@ -220,7 +220,9 @@ fn start_sources(
         metrics: Arc::clone(metrics),
     };
     tracing::info!(topics = ?settings.topics, group = settings.group, "consuming events from Kafka");
-    Ok(Some(tokio::spawn(kafka::run(consumer, settings, sinks, stop))))
+    Ok(Some(tokio::spawn(kafka::run(
+        consumer, settings, sinks, stop,
+    ))))
 }
 
 /// Without the `kafka` feature there is no other source (the configuration refuses

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use herald_core::flow::Circuit;
-use herald_core::id::TargetId;
+use herald_core::id::{DeliveryId, TargetId};
 use herald_core::model::DeliveryStatus;
 use herald_core::store::{OutcomeRecord, Store};
 use herald_core::time::Timestamp;
@@ -77,11 +77,14 @@ async fn write_outcomes(store: &Store, outcomes: Vec<OutcomeRecord>, hints: &Hin
         .map(|o| (o.target_id.clone(), o.verdict.next_attempt_at))
         .collect();
     let count = outcomes.len();
-    let targets: Vec<TargetId> = outcomes.iter().map(|o| o.target_id.clone()).collect();
+    let attempts: Vec<(TargetId, DeliveryId)> = outcomes
+        .iter()
+        .map(|o| (o.target_id.clone(), o.delivery_id.clone()))
+        .collect();
     let result = store.record_outcomes(outcomes, Timestamp::now()).await;
     // Committed or not, these attempts are over: a failed write leaves its deliveries
     // to lease recovery, which the scheduler need not wait for.
-    hints.settled(targets);
+    hints.settled(attempts);
     match result {
         Ok(applied) => {
             let stale = applied.iter().filter(|applied| !**applied).count();

@@ -84,7 +84,10 @@ impl Management {
     }
 
     /// Stores records in one commit and says what each did.
-    async fn store_records(&self, records: Vec<EventRecord>) -> Result<Vec<Published>, ServiceError> {
+    async fn store_records(
+        &self,
+        records: Vec<EventRecord>,
+    ) -> Result<Vec<Published>, ServiceError> {
         let summaries: Vec<(EventId, Vec<TargetId>)> = records
             .iter()
             .map(|r| {

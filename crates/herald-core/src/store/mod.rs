@@ -131,7 +131,9 @@ pub trait StoreBackend: Send + Sync + 'static {
         tenant: &TenantId,
         id: &TargetId,
     ) -> Result<Option<Circuit>, StoreError>;
-    /// Saves circuits, all in one commit (targets deleted meanwhile are skipped).
+    /// Saves circuits, all in one commit (targets deleted meanwhile are skipped). A
+    /// saved circuit is replaced only by one that entered its state at the same time
+    /// or later (`since`), so an instance's stale view cannot undo another's change.
     async fn save_circuits(&self, circuits: Vec<(TargetId, Circuit)>) -> Result<(), StoreError>;
 
     /// Stores a new filter.

@@ -16,7 +16,8 @@ use herald_core::model::{Attempt, Delivery, Event, Filter, Subscription, Target,
 use herald_core::routing::Route;
 use herald_core::store::{
     Change, ChangeListener, ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, Instance,
-    OutcomeRecord, Page, PageRequest, ParkedRecord, QueueStats, Requeue, StoreBackend, StoreError, WaitingTarget,
+    OutcomeRecord, Page, PageRequest, ParkedRecord, QueueStats, Requeue, StoreBackend, StoreError,
+    WaitingTarget,
 };
 use herald_core::time::Timestamp;
 

@@ -16,6 +16,9 @@ use super::Database;
 
 /// Most events written in one transaction.
 const MAX_EVENTS: usize = 2_000;
+/// Most payload bytes written in one transaction (a group's payloads travel in one
+/// array parameter).
+const MAX_BYTES: usize = 16 << 20;
 /// Transactions writing intake at once: one commits while the next gathers and writes.
 const CONCURRENT_GROUPS: usize = 2;
 
@@ -66,11 +69,13 @@ async fn gather(store: Arc<Database>, mut receiver: mpsc::UnboundedReceiver<Requ
             return;
         };
         // Everything that queued while the previous groups were writing joins this one.
+        let mut events = first.records.len();
+        let mut bytes = payload_bytes(&first);
         let mut group = vec![first];
-        let mut events = group[0].records.len();
-        while events < MAX_EVENTS {
+        while events < MAX_EVENTS && bytes < MAX_BYTES {
             let Ok(next) = receiver.try_recv() else { break };
             events += next.records.len();
+            bytes += payload_bytes(&next);
             group.push(next);
         }
         let store = Arc::clone(&store);
@@ -81,8 +86,14 @@ async fn gather(store: Arc<Database>, mut receiver: mpsc::UnboundedReceiver<Requ
     }
 }
 
-/// Writes a group in one transaction. If it fails, each request is written on its own,
-/// so one bad request (a target deleted meanwhile) cannot fail its neighbours.
+fn payload_bytes(request: &Request) -> usize {
+    request.records.iter().map(|r| r.event.payload.len()).sum()
+}
+
+/// Writes a group in one transaction. If one request's data broke a rule (a target
+/// deleted meanwhile), each request is written on its own, so it cannot fail its
+/// neighbours; any other failure (the database unreachable) fails the whole group at
+/// once rather than every request in turn.
 async fn write_group(store: &Database, group: Vec<Request>) {
     if group.len() == 1 {
         for request in group {
@@ -102,10 +113,18 @@ async fn write_group(store: &Database, group: Vec<Request>) {
                     .send(Ok(std::mem::replace(&mut results, rest)));
             }
         }
-        Err(_) => {
+        Err(StoreError::Conflict(_)) => {
             for request in group {
                 let result = super::queue::insert_events(store, request.records).await;
                 let _ = request.reply.send(result);
+            }
+        }
+        Err(error) => {
+            let detail = error.to_string();
+            tracing::error!(%error, requests = group.len(), "writing a group of events failed");
+            for request in group {
+                let failed = StoreError::backend(std::io::Error::other(detail.clone()));
+                let _ = request.reply.send(Err(failed));
             }
         }
     }

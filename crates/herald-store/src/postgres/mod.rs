@@ -2,18 +2,20 @@
 //!
 //! Statements run on a pool of connections (`deadpool-postgres`), each statement
 //! prepared once per connection. Work is claimed row by row with `FOR UPDATE SKIP
-//! LOCKED`, so instances never wait on each other's claims, and every lease records
-//! the instance holding it, so the leader can hand a dead instance's work to the
-//! living at once. Changes other instances must see (new work, configuration) are
-//! announced with `NOTIFY` inside the transaction that makes them, so they arrive
-//! exactly when they commit (see [`notify`]).
+//! LOCKED`, so instances never wait on each other's claims; each lease records the
+//! instance holding it (`leased_by`, for operators) and is renewed by it while the
+//! attempt runs, so a dead instance's leases run out and the leader recovers them.
+//! Configuration changes are announced with `NOTIFY` inside the transaction that makes
+//! them, so they arrive exactly when they commit; new work is announced right after its
+//! commit, many commits per notification (see [`notify`]). Concurrent intake calls share
+//! one transaction (see [`intake`]).
 
 mod backend;
 mod error;
 mod housekeeping;
 mod intake;
-mod parked;
 mod notify;
+mod parked;
 mod queue;
 mod rows;
 mod schema;
@@ -158,6 +160,14 @@ fn parse_url(url: &str) -> Result<tokio_postgres::Config, PostgresSetupError> {
     }
     if config.get_application_name().is_none() {
         config.application_name("herald");
+    }
+    // A connection the network silently dropped is noticed in about a minute, not the
+    // two hours of the TCP default, and no statement waits forever.
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+        config.keepalives_idle(Duration::from_secs(30));
+    }
+    if config.get_options().is_none() {
+        config.options("-c statement_timeout=60000");
     }
     Ok(config)
 }

@@ -50,7 +50,8 @@ pub(super) async fn list(
     store: &Database,
     page: &PageRequest,
 ) -> Result<Page<ParkedRecord>, StoreError> {
-    let sql = format!("SELECT {PARKED_COLUMNS} FROM parked_records WHERE id > $1 ORDER BY id LIMIT $2");
+    let sql =
+        format!("SELECT {PARKED_COLUMNS} FROM parked_records WHERE id > $1 ORDER BY id LIMIT $2");
     let client = store.client().await?;
     rows::page(
         &client,

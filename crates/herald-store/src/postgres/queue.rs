@@ -73,12 +73,18 @@ async fn insert_new_events(
         .map(|e| e.idempotency_key.as_ref().map(|k| k.as_str()))
         .collect();
     let created: Vec<i64> = events.iter().map(|e| e.created_at.as_millis()).collect();
-    // A key used earlier, or earlier in this same batch, inserts nothing.
+    // A key used earlier, or earlier in this same batch, inserts nothing (the first
+    // of a batch wins). Rows go in key order, so two transactions inserting the same
+    // keys wait for each other instead of deadlocking.
     let inserted = rows::query(
         t,
         "INSERT INTO events (id, tenant_id, event_type, content_type, payload, idempotency_key, created_at) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], \
-         $7::bigint[]) ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
+         SELECT id, tenant_id, event_type, content_type, payload, idempotency_key, created_at \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bytea[], $6::text[], \
+         $7::bigint[]) WITH ORDINALITY \
+           AS e(id, tenant_id, event_type, content_type, payload, idempotency_key, created_at, n) \
+         ORDER BY tenant_id, idempotency_key, n \
+         ON CONFLICT (tenant_id, idempotency_key) DO NOTHING RETURNING id",
         &[&ids, &tenants, &types, &content_types, &payloads, &keys, &created],
     )
     .await?;
@@ -497,7 +503,13 @@ async fn claim_target(
     )
     .await?;
     let Some(row) = locked.first() else {
-        return Ok(Some(HeldBack {
+        // Locked by another claimant (it is being served: ask again soon), or switched
+        // off or deleted (nothing to claim, as on every backend).
+        let active = rows::query(t, "SELECT active FROM targets WHERE id = $1", &[&target])
+            .await?
+            .first()
+            .is_some_and(|row| row.try_get::<_, bool>(0).unwrap_or(false));
+        return Ok(active.then(|| HeldBack {
             target_id: request.target_id.clone(),
             until: None,
         }));
@@ -531,12 +543,14 @@ async fn claim_target(
             lane.claim(t, instance, now, lease, claimed).await?;
         }
     }
-    if let Some(bucket) = &mut bucket {
-        let saved = limits::spend(bucket, claimed.len() - before, now);
+    if let Some(spent) = bucket
+        .as_mut()
+        .and_then(|bucket| limits::spend(bucket, saved, claimed.len() - before, now))
+    {
         rows::execute(
             t,
             "UPDATE target_flow SET tokens = $2, tokens_at = $3 WHERE target_id = $1",
-            &[&target, &saved.tokens, &saved.at],
+            &[&target, &spent.tokens, &spent.at],
         )
         .await?;
     }
@@ -970,7 +984,8 @@ pub(super) async fn save_circuits(
                      SELECT $1, $2, $3, $4, $5, $6 WHERE EXISTS (SELECT 1 FROM targets WHERE id = $1) \
                      ON CONFLICT (target_id) DO UPDATE SET state = excluded.state, since = excluded.since, \
                      consecutive_failures = excluded.consecutive_failures, \
-                     next_probe_at = excluded.next_probe_at, opens = excluded.opens",
+                     next_probe_at = excluded.next_probe_at, opens = excluded.opens \
+             WHERE circuits.since <= excluded.since",
                     &[
                         &target.as_str(),
                         &circuit.state.as_str(),

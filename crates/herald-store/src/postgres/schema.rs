@@ -174,6 +174,12 @@ pub(super) fn latest_version() -> i64 {
 /// Applies every migration the database has not seen, each in its own transaction,
 /// one instance at a time.
 pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    // A migration may take longer than the statement timeout Herald's connections
+    // otherwise run with (an index on a big table).
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .map_err(translate)?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -183,7 +189,11 @@ pub(super) async fn migrate(client: &mut Client) -> Result<(), StoreError> {
         .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
         .await
         .map_err(translate);
-    result.and(unlocked.map(drop))
+    let reset = client
+        .batch_execute("RESET statement_timeout")
+        .await
+        .map_err(translate);
+    result.and(unlocked.map(drop)).and(reset)
 }
 
 async fn apply_pending(client: &mut Client) -> Result<(), StoreError> {

@@ -33,7 +33,8 @@ pub(super) fn list(
     connection: &Connection,
     page: &PageRequest,
 ) -> Result<Page<ParkedRecord>, StoreError> {
-    let sql = format!("SELECT {PARKED_COLUMNS} FROM parked_records WHERE id > ?1 ORDER BY id LIMIT ?2");
+    let sql =
+        format!("SELECT {PARKED_COLUMNS} FROM parked_records WHERE id > ?1 ORDER BY id LIMIT ?2");
     rows::page(
         connection,
         &sql,

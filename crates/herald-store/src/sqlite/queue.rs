@@ -344,7 +344,8 @@ pub(super) fn claim(
             continue;
         }
         let in_flight = in_flight(connection, &request.target_id)?;
-        let mut bucket = limits::bucket(&request.limits, saved_bucket(connection, request)?, now);
+        let saved = saved_bucket(connection, request)?;
+        let mut bucket = limits::bucket(&request.limits, saved, now);
         let tokens = bucket.as_mut().map(|b| b.available(now));
         let granted = request.granted(in_flight, tokens);
         let (first_attempts, retries) = granted;
@@ -362,9 +363,11 @@ pub(super) fn claim(
                 )?;
             }
         }
-        if let Some(bucket) = &mut bucket {
-            let saved = limits::spend(bucket, claimed.len() - before, now);
-            save_bucket(connection, &request.target_id, saved)?;
+        if let Some(spent) = bucket
+            .as_mut()
+            .and_then(|bucket| limits::spend(bucket, saved, claimed.len() - before, now))
+        {
+            save_bucket(connection, &request.target_id, spent)?;
         }
         held_back.extend(limits::held_back(request, granted, bucket.as_mut(), now));
     }
@@ -736,7 +739,7 @@ pub(super) fn save_circuits(
              SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM targets WHERE id = ?1) \
              ON CONFLICT (target_id) DO UPDATE SET state = excluded.state, since = excluded.since, \
              consecutive_failures = excluded.consecutive_failures, next_probe_at = excluded.next_probe_at, \
-             opens = excluded.opens",
+             opens = excluded.opens WHERE circuits.since <= excluded.since",
             params![
                 target.as_str(),
                 circuit.state.as_str(),

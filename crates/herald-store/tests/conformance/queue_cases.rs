@@ -691,6 +691,25 @@ pub async fn circuits_are_saved_per_target(backend: Backend) {
         store.target_circuit(&acme, target).await.unwrap(),
         Some(circuit)
     );
+    // Another instance's older view (still closed since 0, a failure counted) does not
+    // replace the state entered later.
+    let mut stale = Circuit::closed(at(0));
+    stale.record_failure(
+        at(50),
+        &CircuitPolicy {
+            failures: 5,
+            ..policy
+        },
+    );
+    store
+        .save_circuits(vec![(target.clone(), stale)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.target_circuit(&acme, target).await.unwrap(),
+        Some(circuit),
+        "a circuit never goes back in time"
+    );
 
     let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
     store

@@ -321,6 +321,16 @@ impl Config {
                 MIN_LEASE.as_secs()
             )));
         }
+        if self
+            .retention
+            .is_some_and(|retention| retention < self.retry.max_age)
+        {
+            return Err(settings::RETENTION.invalid(format!(
+                "is shorter than --retry-max-age ({}): events would be deleted while their deliveries \
+                 may still be retried",
+                humantime::format_duration(self.retry.max_age)
+            )));
+        }
         if self.circuit.cooldown.is_zero() {
             return Err(settings::CIRCUIT_COOLDOWN.invalid("must be longer than 0s"));
         }
@@ -407,8 +417,9 @@ impl RawSettings {
         }
         let brokers = list(self.kafka_brokers.take().unwrap_or_default());
         if let Some(bad) = brokers.iter().find(|b| !b.contains(':')) {
-            return Err(settings::KAFKA_BROKERS
-                .invalid(format!("{bad:?} is not a host:port; write host:port,host:port")));
+            return Err(settings::KAFKA_BROKERS.invalid(format!(
+                "{bad:?} is not a host:port; write host:port,host:port"
+            )));
         }
         let topics = list(self.kafka_topics.take().unwrap_or_default());
         if topics.is_empty() {

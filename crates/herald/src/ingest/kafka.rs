@@ -217,8 +217,11 @@ fn park(bad: &[(&RawRecord, String)]) -> Vec<ParkedRecord> {
     bad.iter()
         .map(|(record, reason)| {
             tracing::warn!(
-                topic = record.topic, partition = record.partition, offset = record.offset,
-                reason = reason.as_str(), "parked a Kafka record that carries no acceptable event"
+                topic = record.topic,
+                partition = record.partition,
+                offset = record.offset,
+                reason = reason.as_str(),
+                "parked a Kafka record that carries no acceptable event"
             );
             let value = record.value.as_ref();
             ParkedRecord {
@@ -246,7 +249,12 @@ fn raw_record(message: &OwnedMessage) -> RawRecord {
         .map(|headers| {
             headers
                 .iter()
-                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                .map(|h| {
+                    (
+                        h.key.to_owned(),
+                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                    )
+                })
                 .collect()
         })
         .unwrap_or_default();

@@ -129,7 +129,11 @@ fn decode_headers(record: &RawRecord, value: &[u8], max_payload: usize) -> Resul
     )
 }
 
-fn decode_envelope(record: &RawRecord, value: &[u8], max_payload: usize) -> Result<Decoded, String> {
+fn decode_envelope(
+    record: &RawRecord,
+    value: &[u8],
+    max_payload: usize,
+) -> Result<Decoded, String> {
     let envelope: Envelope<'_> = serde_json::from_slice(value).map_err(|error| {
         format!(
             "the value is not a Herald envelope {{\"tenant\", \"type\", \"payload\", \"idempotencyKey\"}} \
@@ -242,7 +246,10 @@ mod tests {
         let tenant = tenant();
         let headers = [(EVENT_TYPE_HEADER, "a.b"), (TENANT_HEADER, tenant.as_str())];
         let decoded = decode(&record(&headers, Some("<xml/>")), 1024).expect("decodes");
-        assert_eq!(decoded.event.content_type.as_str(), "application/octet-stream");
+        assert_eq!(
+            decoded.event.content_type.as_str(),
+            "application/octet-stream"
+        );
         let mut with_type = headers.to_vec();
         with_type.push(("content-type", "application/xml"));
         let decoded = decode(&record(&with_type, Some("<xml/>")), 1024).expect("decodes");
@@ -259,8 +266,11 @@ mod tests {
         assert_eq!(&decoded.event.payload[..], b"{\"x\": 1}");
         assert_eq!(decoded.event.idempotency_key.expect("a key").as_str(), "k1");
         let without_tenant = "{\"type\":\"a.b\",\"payload\":[1]}";
-        let decoded = decode(&record(&[(TENANT_HEADER, &tenant)], Some(without_tenant)), 1024)
-            .expect("the header names the tenant");
+        let decoded = decode(
+            &record(&[(TENANT_HEADER, &tenant)], Some(without_tenant)),
+            1024,
+        )
+        .expect("the header names the tenant");
         assert_eq!(decoded.tenant.to_string(), tenant);
     }
 
@@ -286,11 +296,17 @@ mod tests {
                 "no herald-tenant header",
             ),
             (
-                record(&[(EVENT_TYPE_HEADER, "a..b"), (TENANT_HEADER, &tenant)], Some("{}")),
+                record(
+                    &[(EVENT_TYPE_HEADER, "a..b"), (TENANT_HEADER, &tenant)],
+                    Some("{}"),
+                ),
                 "type",
             ),
             (
-                record(&[(EVENT_TYPE_HEADER, "a.b"), (TENANT_HEADER, "acme")], Some("{}")),
+                record(
+                    &[(EVENT_TYPE_HEADER, "a.b"), (TENANT_HEADER, "acme")],
+                    Some("{}"),
+                ),
                 "not a tenant id",
             ),
             (
@@ -307,7 +323,10 @@ mod tests {
         ];
         for (record, expected) in cases {
             let reason = decode(&record, 1024).expect_err("refused");
-            assert!(reason.contains(expected), "{reason:?} should mention {expected:?}");
+            assert!(
+                reason.contains(expected),
+                "{reason:?} should mention {expected:?}"
+            );
         }
     }
 }

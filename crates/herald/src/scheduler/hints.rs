@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
-use herald_core::id::TargetId;
+use herald_core::id::{DeliveryId, TargetId};
 use herald_core::time::Timestamp;
 use tokio::sync::Notify;
 
@@ -31,6 +31,8 @@ pub struct Gathered {
     /// Per target, how many finished attempts' outcomes the store has now settled
     /// (committed, or given up on): they no longer count as in flight there.
     pub settled: HashMap<TargetId, u32>,
+    /// The deliveries of those outcomes: their leases need no more renewal.
+    pub settled_deliveries: Vec<DeliveryId>,
 }
 
 /// The shared mailbox of hints. Cheap to share behind an `Arc`.
@@ -63,11 +65,12 @@ impl Hints {
         });
     }
 
-    /// The outcomes of attempts to these targets (one entry per attempt) are settled.
-    pub fn settled(&self, targets: impl IntoIterator<Item = TargetId>) {
+    /// The outcomes of these attempts (each a target and its delivery) are settled.
+    pub fn settled(&self, attempts: impl IntoIterator<Item = (TargetId, DeliveryId)>) {
         self.update(|gathered| {
-            for target in targets {
+            for (target, delivery) in attempts {
                 *gathered.settled.entry(target).or_default() += 1;
+                gathered.settled_deliveries.push(delivery);
             }
         });
     }

@@ -20,6 +20,7 @@ mod target_flow;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use herald_core::flow::{CircuitPolicy, Health, feedback};
@@ -46,6 +47,48 @@ const RESCAN_EVERY: Duration = Duration::from_secs(1);
 /// When to ask again for a target held back by its in-flight limit across instances
 /// (attempts finishing on other instances are not announced).
 const HELD_BACK_RECHECK: Duration = Duration::from_millis(25);
+/// The lease tokens of the deliveries this instance holds.
+type Held = Arc<Mutex<HashMap<DeliveryId, i64>>>;
+
+fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, i64>> {
+    held.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Renews, every third of a lease, the leases of the deliveries this instance holds
+/// (claimed and not yet settled), on its own task so a slow scheduler pass cannot
+/// delay it. A dead instance renews nothing, and its leases run out within one lease.
+/// Runs until `stop` turns true.
+async fn renew_leases(store: Store, held: Held, lease: Duration, mut stop: watch::Receiver<bool>) {
+    let period = lease / RENEWALS_PER_LEASE;
+    while !*stop.borrow() {
+        tokio::select! {
+            () = tokio::time::sleep(period) => {}
+            changed = stop.changed() => if changed.is_err() { break } else { continue },
+        }
+        let leases: Vec<(DeliveryId, i64)> = lock(&held)
+            .iter()
+            .map(|(delivery, token)| (delivery.clone(), *token))
+            .collect();
+        if leases.is_empty() {
+            continue;
+        }
+        let count = leases.len();
+        let until = Timestamp::now().plus(lease);
+        match tokio::time::timeout(period, store.extend_leases(leases, until)).await {
+            Ok(Ok(extended)) if extended < u64::try_from(count).unwrap_or(u64::MAX) => {
+                tracing::debug!(
+                    extended,
+                    count,
+                    "some leases were settled or taken over meanwhile"
+                );
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::error!(%error, count, "renewing leases failed"),
+            Err(_) => tracing::error!(count, "renewing leases timed out"),
+        }
+    }
+}
+
 /// How many times per lease the leases of attempts under way are renewed: a lease
 /// survives two renewals missed in a row.
 const RENEWALS_PER_LEASE: u32 = 3;
@@ -147,8 +190,9 @@ pub struct Scheduler {
     targets: HashMap<TargetId, TargetFlow>,
     in_flight: u32,
     retries_in_flight: u32,
-    /// The lease token of each delivery under way, for renewals.
-    held: HashMap<DeliveryId, i64>,
+    /// The lease token of each delivery claimed and not yet settled, for renewals
+    /// (shared with the renewing task).
+    held: Held,
     rotation: usize,
 }
 
@@ -176,7 +220,7 @@ impl Scheduler {
             targets: HashMap::new(),
             in_flight: 0,
             retries_in_flight: 0,
-            held: HashMap::new(),
+            held: Held::default(),
             rotation: 0,
         }
     }
@@ -185,15 +229,17 @@ impl Scheduler {
     /// `grace` for attempts under way so their outcomes are recorded.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
         let mut next_rescan = Instant::now();
-        let mut next_renewal = Instant::now() + self.renewal_period();
+        let (renewals_stop, renewals_stopped) = watch::channel(false);
+        let renewals = tokio::spawn(renew_leases(
+            self.store.clone(),
+            Arc::clone(&self.held),
+            self.settings.lease,
+            renewals_stopped,
+        ));
         while !*shutdown.borrow() {
             self.take_finished();
             if self.take_hints() {
                 next_rescan = Instant::now();
-            }
-            if Instant::now() >= next_renewal {
-                self.renew_leases().await;
-                next_renewal = Instant::now() + self.renewal_period();
             }
             if Instant::now() >= next_rescan {
                 self.rescan().await;
@@ -210,8 +256,7 @@ impl Scheduler {
                     }
                 }
             }
-            let next_timer = next_rescan.min(next_renewal);
-            let wake = wake_at.map_or(next_timer, |at| instant_of(at, now).min(next_timer));
+            let wake = wake_at.map_or(next_rescan, |at| instant_of(at, now).min(next_rescan));
             tokio::select! {
                 Some(finished) = self.finished_rx.recv() => self.finish(finished),
                 () = self.hints.arrived() => {}
@@ -221,6 +266,8 @@ impl Scheduler {
             }
         }
         self.drain(grace).await;
+        let _ = renewals_stop.send(true);
+        let _ = renewals.await;
     }
 
     /// Waits up to `grace` for the attempts under way and forwards their outcomes.
@@ -245,6 +292,12 @@ impl Scheduler {
     fn take_hints(&mut self) -> bool {
         let gathered = self.hints.take();
         let mut rescan = gathered.rescan;
+        {
+            let mut held = lock(&self.held);
+            for delivery in &gathered.settled_deliveries {
+                held.remove(delivery);
+            }
+        }
         for (target, settled) in gathered.settled {
             if let Some(flow) = self.targets.get_mut(&target) {
                 flow.unsettled = flow.unsettled.saturating_sub(settled);
@@ -301,28 +354,6 @@ impl Scheduler {
             flow.retry_due = found.retry_due;
         }
         self.targets.retain(|_, flow| !flow.is_idle(now));
-    }
-
-    fn renewal_period(&self) -> Duration {
-        self.settings.lease / RENEWALS_PER_LEASE
-    }
-
-    /// Extends the leases of the attempts under way: they are alive, so no other
-    /// worker may take their deliveries over. A dead instance renews nothing, and its
-    /// leases run out within one lease.
-    async fn renew_leases(&self) {
-        if self.held.is_empty() {
-            return;
-        }
-        let leases = self
-            .held
-            .iter()
-            .map(|(delivery, token)| (delivery.clone(), *token))
-            .collect();
-        let until = Timestamp::now().plus(self.settings.lease);
-        if let Err(error) = self.store.extend_leases(leases, until).await {
-            tracing::error!(error = %error, "renewing the leases of attempts under way failed");
-        }
     }
 
     /// The claims of this pass, and when to look again if there are none.
@@ -438,8 +469,7 @@ impl Scheduler {
             self.retries_in_flight += 1;
         }
         self.metrics.set_in_flight(self.in_flight);
-        self.held
-            .insert(claim.delivery.id.clone(), claim.lease_token);
+        lock(&self.held).insert(claim.delivery.id.clone(), claim.lease_token);
         self.spawn_attempt(claim, retry);
     }
 
@@ -500,7 +530,10 @@ impl Scheduler {
     /// Applies what an attempt says about its target, then sends its outcome on.
     fn finish(&mut self, finished: Finished) {
         let now = Timestamp::now();
-        self.held.remove(&finished.delivery_id);
+        if finished.outcome.is_none() {
+            // No outcome will be recorded: let the lease run out, so it is retried.
+            lock(&self.held).remove(&finished.delivery_id);
+        }
         self.in_flight = self.in_flight.saturating_sub(1);
         if finished.retry {
             self.retries_in_flight = self.retries_in_flight.saturating_sub(1);

@@ -49,6 +49,7 @@ const EXPECTED_ROUTES: &[(&str, &str)] = &[
     ("post", "/v1/deliveries/{id}/retry"),
     ("get", "/v1/dead-letters"),
     ("post", "/v1/dead-letters/redrive"),
+    ("get", "/v1/kafka/parked"),
 ];
 
 async fn document(app: &TestApp) -> Value {
