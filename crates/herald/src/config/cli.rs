@@ -93,7 +93,11 @@ pub struct ServeArgs {
     /// Default per-tenant ingest limit in events per second [default: unlimited].
     #[arg(long, env = "HERALD_TENANT_RATE_LIMIT", value_name = "PER_SECOND")]
     pub tenant_rate_limit: Option<String>,
-    /// Kafka bootstrap servers; setting them enables the Kafka source.
+    /// Kafka bootstrap servers (host:port,host:port); setting them enables the Kafka
+    /// source (a build with `--features kafka`). A record names its tenant and type in
+    /// the `herald-tenant` and `herald-event-type` headers (its value is then the
+    /// payload, byte for byte), or carries a JSON envelope {"tenant", "type", "payload",
+    /// "idempotencyKey"}; offsets are committed only after the events are stored.
     #[arg(long, env = "HERALD_KAFKA_BROKERS", value_name = "HOSTS")]
     pub kafka_brokers: Option<String>,
     /// Comma-separated Kafka topics to consume.

@@ -667,6 +667,36 @@ mod tests {
     }
 
     #[test]
+    fn kafka_settings_are_checked_together() {
+        let kafka = |brokers: Option<&str>, topics: Option<&str>| ServeArgs {
+            kafka_brokers: brokers.map(Into::into),
+            kafka_topics: topics.map(Into::into),
+            ..Default::default()
+        };
+        let message = resolve(kafka(None, Some("orders")))
+            .expect_err("topics need brokers")
+            .to_string();
+        assert!(message.starts_with("--kafka-brokers"), "{message}");
+        let enabled = resolve(kafka(Some("127.0.0.1:9092"), Some("orders, refunds")));
+        if cfg!(feature = "kafka") {
+            let config = enabled.expect("valid").kafka.expect("enabled");
+            assert_eq!(config.topics, ["orders", "refunds"]);
+            assert_eq!(config.group, "herald");
+            for (args, flag) in [
+                (kafka(Some("127.0.0.1:9092"), None), "--kafka-topics"),
+                (kafka(Some("127.0.0.1:9092"), Some("bad topic")), "--kafka-topics"),
+                (kafka(Some("nohost"), Some("orders")), "--kafka-brokers"),
+            ] {
+                let message = resolve(args).expect_err("invalid").to_string();
+                assert!(message.starts_with(flag), "{message}");
+            }
+        } else {
+            let message = enabled.expect_err("no Kafka in this build").to_string();
+            assert!(message.contains("--features kafka"), "{message}");
+        }
+    }
+
+    #[test]
     fn unknown_file_keys_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("herald.toml");

@@ -26,6 +26,9 @@ use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
+/// The Kafka client this build speaks through (for tests and tools that produce).
+pub use rdkafka;
+
 use super::record::{self, RawRecord};
 use crate::metrics::Metrics;
 use crate::scheduler::Hints;

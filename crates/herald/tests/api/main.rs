@@ -11,6 +11,8 @@ mod flow_control;
 mod helpers;
 mod intake;
 mod isolation;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod observability;
 mod openapi;
 mod receiver;
