@@ -34,10 +34,22 @@ impl Api {
 
     /// Creates a tenant; returns its API key.
     pub async fn tenant(&self, admin_token: &str, name: &str) -> anyhow::Result<String> {
+        Ok(self.tenant_with_id(admin_token, name).await?.1)
+    }
+
+    /// Creates a tenant; returns its id and API key.
+    pub async fn tenant_with_id(
+        &self,
+        admin_token: &str,
+        name: &str,
+    ) -> anyhow::Result<(String, String)> {
         let tenant = self
             .post("/v1/tenants", admin_token, &json!({ "name": name }))
             .await?;
-        Ok(tenant["apiKey"].as_str().context("no apiKey")?.to_owned())
+        Ok((
+            tenant["id"].as_str().context("no id")?.to_owned(),
+            tenant["apiKey"].as_str().context("no apiKey")?.to_owned(),
+        ))
     }
 
     /// Creates a target at `url` with `settings` merged in, subscribed to every event.

@@ -15,6 +15,8 @@
 
 mod api;
 mod fairness;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod postgres;
 mod process;
 mod receiver;
@@ -41,6 +43,10 @@ pub enum Scenario {
     Backlog,
     /// The tool alone: its producers publish straight to its receiver, no Herald.
     Baseline,
+    /// Records (`--events`, default 50,000) produced to a new topic on
+    /// `--kafka-brokers`, consumed by Herald's Kafka source and delivered: records/s into
+    /// the store and delivered/s (a build with `--features kafka`).
+    Kafka,
     /// Tenant A floods `--flood-events` at its target, tenant B publishes
     /// `--quiet-rate` events/s to its own, tenant C's target never answers: B's latency
     /// with and without the flood.
@@ -89,6 +95,9 @@ pub struct BenchArgs {
     /// and what its backends wait on. The server must run on this machine.
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// The Kafka brokers of the `kafka` scenario (host:port).
+    #[arg(long, value_name = "HOSTS")]
+    pub kafka_brokers: Option<String>,
     /// Herald instances sharing the PostgreSQL database; producers spread across them
     /// (throughput, fan-out-10 and steady scenarios).
     #[arg(long, default_value_t = 1)]
@@ -100,6 +109,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     crate::dispatcher::install_crypto_provider();
     match args.scenario {
         Scenario::Fairness => fairness::run(args).await,
+        #[cfg(feature = "kafka")]
+        Scenario::Kafka => kafka::run(args).await,
+        #[cfg(not(feature = "kafka"))]
+        Scenario::Kafka => {
+            anyhow::bail!("this build has no Kafka source; build it with --features kafka")
+        }
         _ => throughput::run(args).await,
     }
 }

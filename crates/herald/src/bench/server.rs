@@ -23,12 +23,16 @@ impl ChildServer {
     /// until it listens.
     pub async fn start() -> anyhow::Result<Self> {
         let admin_token = NewCredential::generate(ADMIN_TOKEN_PREFIX).plaintext;
-        Self::start_on(None, admin_token).await
+        Self::start_on(None, admin_token, &[]).await
     }
 
     /// Starts `herald serve` on the PostgreSQL database `database_url` (or the
-    /// embedded store) with `admin_token`.
-    pub async fn start_on(database_url: Option<&str>, admin_token: String) -> anyhow::Result<Self> {
+    /// embedded store) with `admin_token` and `extra` flags.
+    pub async fn start_on(
+        database_url: Option<&str>,
+        admin_token: String,
+        extra: &[&str],
+    ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let mut command = Command::new(std::env::current_exe()?);
         command
@@ -44,6 +48,7 @@ impl ChildServer {
         if let Some(url) = database_url {
             command.args(["--database-url", url]);
         }
+        command.args(extra);
         let mut child = command
             .env("HERALD_ADMIN_TOKEN", &admin_token)
             .env("RUST_LOG", "warn,herald=info")

@@ -112,7 +112,8 @@ impl Deployment {
         let admin_token = NewCredential::generate(ADMIN_TOKEN_PREFIX).plaintext;
         let mut servers = Vec::new();
         for _ in 0..instances {
-            servers.push(ChildServer::start_on(database.as_deref(), admin_token.clone()).await?);
+            servers
+                .push(ChildServer::start_on(database.as_deref(), admin_token.clone(), &[]).await?);
         }
         let postgres = match &database {
             Some(url) => Some(Arc::new(PgProbe::connect(url).await?)),

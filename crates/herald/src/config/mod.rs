@@ -684,7 +684,10 @@ mod tests {
             assert_eq!(config.group, "herald");
             for (args, flag) in [
                 (kafka(Some("127.0.0.1:9092"), None), "--kafka-topics"),
-                (kafka(Some("127.0.0.1:9092"), Some("bad topic")), "--kafka-topics"),
+                (
+                    kafka(Some("127.0.0.1:9092"), Some("bad topic")),
+                    "--kafka-topics",
+                ),
                 (kafka(Some("nohost"), Some("orders")), "--kafka-brokers"),
             ] {
                 let message = resolve(args).expect_err("invalid").to_string();
