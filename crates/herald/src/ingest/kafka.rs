@@ -97,6 +97,7 @@ pub async fn run(
     sinks: Sinks,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let consumer = Arc::new(consumer);
     let mut next_lag = Instant::now();
     loop {
         let first = tokio::select! {
@@ -122,7 +123,9 @@ pub async fn run(
         commit(&consumer, &batch);
         sinks.metrics.kafka_batch_took(started.elapsed());
         if Instant::now() >= next_lag {
-            report_lag(&consumer, &sinks.metrics);
+            // Asking the brokers blocks: off the async workers.
+            let (consumer, metrics) = (Arc::clone(&consumer), Arc::clone(&sinks.metrics));
+            tokio::task::spawn_blocking(move || report_lag(&consumer, &metrics));
             next_lag = Instant::now() + LAG_EVERY;
         }
     }
@@ -292,22 +295,24 @@ fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
     }
 }
 
-/// Reads how far behind the end of its partitions this member is.
+/// Reads how far behind the end of its partitions this member is (blocking).
 fn report_lag(consumer: &StreamConsumer, metrics: &Metrics) {
-    let lag = tokio::task::block_in_place(|| {
-        let positions = consumer.position().ok()?;
-        let mut lag = 0_i64;
-        for element in positions.elements() {
-            let (_, high) = consumer
-                .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1))
-                .ok()?;
-            if let Offset::Offset(position) = element.offset() {
-                lag += (high - position).max(0);
-            }
-        }
-        Some(lag)
-    });
-    if let Some(lag) = lag {
+    if let Some(lag) = lag(consumer) {
         metrics.set_kafka_lag(lag);
     }
+}
+
+/// The records between this member's position and the end of each of its partitions.
+fn lag(consumer: &StreamConsumer) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    let mut lag = 0_i64;
+    for element in positions.elements() {
+        let (_, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(1))
+            .ok()?;
+        if let Offset::Offset(position) = element.offset() {
+            lag += (high - position).max(0);
+        }
+    }
+    Some(lag)
 }
