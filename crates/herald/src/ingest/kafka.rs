@@ -119,7 +119,11 @@ pub async fn run(
         };
         let started = Instant::now();
         let batch = gather(&consumer, first).await;
-        store_until_done(&batch, &settings, &sinks).await;
+        if !store_until_done(&batch, &settings, &sinks, &shutdown).await {
+            // Stopping with the batch unstored: its offsets stay uncommitted, so the
+            // group reads it again.
+            break;
+        }
         commit(&consumer, &batch);
         sinks.metrics.kafka_batch_took(started.elapsed());
         if Instant::now() >= next_lag {
@@ -149,17 +153,25 @@ async fn gather(consumer: &StreamConsumer, first: OwnedMessage) -> Vec<OwnedMess
 }
 
 /// Stores the batch, retrying while the store fails: its offsets must not be committed
-/// before it is durable.
-async fn store_until_done(batch: &[OwnedMessage], settings: &KafkaSettings, sinks: &Sinks) {
+/// before it is durable. `false` if Herald is stopping before it could.
+async fn store_until_done(
+    batch: &[OwnedMessage],
+    settings: &KafkaSettings,
+    sinks: &Sinks,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
     let mut pause = Duration::from_millis(100);
     loop {
         match store_batch(batch, settings, sinks).await {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(error) => {
                 tracing::error!(
                     error = %error, records = batch.len(),
                     "storing a Kafka batch failed; retrying before committing its offsets"
                 );
+                if *shutdown.borrow() {
+                    return false;
+                }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }

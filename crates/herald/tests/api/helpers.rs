@@ -128,10 +128,16 @@ impl TestApp {
     }
 
     /// Stops this instance and starts a new one on the same storage.
-    pub async fn restart(mut self) -> Self {
+    pub async fn restart(self) -> Self {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Stops this instance and starts a new one on the same storage, with settings
+    /// `adjust` changes.
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut ServeArgs)) -> Self {
         let running = self.running.take().expect("running");
         running.stop().await.expect("clean stop");
-        Self::spawn_in(self.storage.clone()).await
+        Self::spawn_in_with(self.storage.clone(), adjust).await
     }
 
     /// Sends a request with an optional bearer credential and JSON body.

@@ -180,6 +180,64 @@ async fn both_record_formats_are_delivered_and_a_bad_record_is_parked_without_st
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_read_again_store_nothing_new() {
+    // A second consumer group reads the topic from its start: exactly what happens to
+    // records whose offsets were not committed when Herald crashed after storing them.
+    let (topic, group) = fresh_topic(1).await;
+    let kafka = |group: String| {
+        let topic = topic.clone();
+        move |args: &mut herald::config::ServeArgs| {
+            args.kafka_brokers = Some(broker());
+            args.kafka_topics = Some(topic);
+            args.kafka_group = Some(group);
+        }
+    };
+    let app = TestApp::spawn_with(kafka(group.clone())).await;
+    let receiver = TestReceiver::start().await;
+    let (tenant, key) = app.tenant("Acme").await;
+    app.subscribed_target(&key, &receiver.url("/again"), json!({}))
+        .await;
+    let producer = producer();
+    for n in 0..20 {
+        let own_key = format!("again-{n}");
+        let key = (n % 2 == 0).then_some(own_key.as_str());
+        produce(&producer, &topic, None, &[], &envelope(&tenant, key, n)).await;
+    }
+    eventually("the first reading delivered", || async {
+        (receiver.received().len() == 20).then_some(())
+    })
+    .await;
+
+    let app = app.restart_with(kafka(format!("{group}-again"))).await;
+    let metric = |text: &str, result: &str| {
+        text.lines()
+            .find_map(|line| {
+                line.strip_prefix(&format!(
+                    "herald_kafka_records_total{{result=\"{result}\"}} "
+                ))
+            })
+            .and_then(|value| value.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let text = eventually("the second reading", || async {
+        let text = app
+            .client
+            .get(format!("{}/metrics", app.base))
+            .send()
+            .await
+            .expect("sent")
+            .text()
+            .await
+            .expect("text");
+        (metric(&text, "duplicate") == 20).then_some(text)
+    })
+    .await;
+    assert_eq!(metric(&text, "accepted"), 0, "nothing new stored");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 20, "nothing delivered twice");
+}
+
 /// A tenant with one target subscribed to everything, on the server at `base`;
 /// returns the tenant id and its key.
 async fn subscribed_tenant(base: &str, admin: &str, url: &str) -> (String, String) {
