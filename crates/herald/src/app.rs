@@ -116,8 +116,10 @@ impl RunningApp {
         let _ = self.shutdown.send(());
         let served = self.server.await.map_err(io::Error::other)?;
         let _ = self.engine_stop.send(true);
-        if let Some(sources) = self.sources {
-            sources.await.map_err(io::Error::other)?;
+        if let Some(sources) = self.sources
+            && let Err(error) = sources.await
+        {
+            tracing::error!(%error, "an event source ended abnormally");
         }
         self.engine.await.map_err(io::Error::other)?;
         served

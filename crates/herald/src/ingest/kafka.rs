@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use herald_core::id::ParkedId;
-use herald_core::service::{Management, UnknownTenant};
-use herald_core::store::{PARKED_VALUE_LIMIT, ParkedRecord};
+use herald_core::service::{Management, ServiceError, UnknownTenant};
+use herald_core::store::{PARKED_VALUE_LIMIT, ParkedRecord, StoreError};
 use herald_core::time::Timestamp;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
-use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::watch;
 
@@ -35,6 +35,8 @@ use crate::scheduler::Hints;
 
 /// Most records in one batch.
 const MAX_BATCH: usize = 500;
+/// Most bytes of record values in one batch.
+const MAX_BATCH_BYTES: usize = 16 << 20;
 /// How long a batch waits for more records once it has one.
 const BATCH_WAIT: Duration = Duration::from_millis(5);
 /// The longest pause between attempts to store a batch while the store fails.
@@ -107,10 +109,10 @@ pub async fn run(
                 }
                 continue;
             }
-            message = consumer.recv() => message,
+            message = consumer.recv() => message.map(|m| raw_record(&m)),
         };
         let first = match first {
-            Ok(message) => message.detach(),
+            Ok(record) => record,
             Err(error) => {
                 tracing::warn!(%error, "reading from Kafka failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -124,10 +126,16 @@ pub async fn run(
             // group reads it again.
             break;
         }
-        commit(&consumer, &batch);
+        // A synchronous commit blocks (up to seconds while the group coordinator
+        // moves): off the async workers.
+        let offsets = next_offsets(&batch);
+        let committer = Arc::clone(&consumer);
+        if let Err(error) = tokio::task::spawn_blocking(move || commit(&committer, &offsets)).await
+        {
+            tracing::error!(%error, "the offset commit task failed");
+        }
         sinks.metrics.kafka_batch_took(started.elapsed());
         if Instant::now() >= next_lag {
-            // Asking the brokers blocks: off the async workers.
             let (consumer, metrics) = (Arc::clone(&consumer), Arc::clone(&sinks.metrics));
             tokio::task::spawn_blocking(move || report_lag(&consumer, &metrics));
             next_lag = Instant::now() + LAG_EVERY;
@@ -135,13 +143,19 @@ pub async fn run(
     }
 }
 
-/// `first` and whatever else arrives within [`BATCH_WAIT`], up to [`MAX_BATCH`].
-async fn gather(consumer: &StreamConsumer, first: OwnedMessage) -> Vec<OwnedMessage> {
+/// `first` and whatever else arrives within [`BATCH_WAIT`], up to [`MAX_BATCH`] records
+/// or [`MAX_BATCH_BYTES`] of values.
+async fn gather(consumer: &StreamConsumer, first: RawRecord) -> Vec<RawRecord> {
+    let mut bytes = value_bytes(&first);
     let mut batch = vec![first];
     let deadline = tokio::time::Instant::now() + BATCH_WAIT;
-    while batch.len() < MAX_BATCH {
+    while batch.len() < MAX_BATCH && bytes < MAX_BATCH_BYTES {
         match tokio::time::timeout_at(deadline, consumer.recv()).await {
-            Ok(Ok(message)) => batch.push(message.detach()),
+            Ok(Ok(message)) => {
+                let record = raw_record(&message);
+                bytes += value_bytes(&record);
+                batch.push(record);
+            }
             Ok(Err(error)) => {
                 tracing::warn!(%error, "reading from Kafka failed");
                 break;
@@ -152,88 +166,173 @@ async fn gather(consumer: &StreamConsumer, first: OwnedMessage) -> Vec<OwnedMess
     batch
 }
 
-/// Stores the batch, retrying while the store fails: its offsets must not be committed
-/// before it is durable. `false` if Herald is stopping before it could.
+fn value_bytes(record: &RawRecord) -> usize {
+    record.value.as_ref().map_or(0, Vec::len)
+}
+
+/// Stores the batch: its events in one commit (retried while the store is
+/// unreachable), then its bad records. Offsets must not be committed before both are
+/// durable. `false` if Herald is stopping before that.
 async fn store_until_done(
-    batch: &[OwnedMessage],
+    batch: &[RawRecord],
     settings: &KafkaSettings,
     sinks: &Sinks,
     shutdown: &watch::Receiver<bool>,
 ) -> bool {
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    for record in batch {
+        match record::decode(record, settings.max_payload) {
+            Ok(decoded) => good.push((record, decoded)),
+            Err(reason) => bad.push((record, reason)),
+        }
+    }
+    let Some(outcome) = retrying(shutdown, "storing a batch of Kafka events", || {
+        publish(&sinks.management, &good)
+    })
+    .await
+    else {
+        return false;
+    };
+    bad.extend(outcome.refused);
+    let parked = park(&bad);
+    let store = sinks.management.store();
+    let parking = retrying(shutdown, "parking bad Kafka records", || {
+        store.park_records(parked.clone())
+    });
+    if parking.await.is_none() {
+        return false;
+    }
+    sinks
+        .hints
+        .first_attempts(outcome.targets, Timestamp::now());
+    let metrics = &sinks.metrics;
+    metrics.events_ingested("kafka", outcome.accepted);
+    metrics.kafka_records("accepted", outcome.accepted);
+    metrics.kafka_records("duplicate", outcome.duplicates);
+    metrics.kafka_records("parked", u64::try_from(bad.len()).unwrap_or(u64::MAX));
+    true
+}
+
+/// Runs `attempt` until it succeeds, pausing longer after each failure; `None` if Herald
+/// starts stopping meanwhile.
+async fn retrying<T, E, F, Fut>(
+    shutdown: &watch::Receiver<bool>,
+    what: &str,
+    mut attempt: F,
+) -> Option<T>
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
     let mut pause = Duration::from_millis(100);
+    let mut shutdown = shutdown.clone();
     loop {
-        match store_batch(batch, settings, sinks).await {
-            Ok(()) => return true,
+        match attempt().await {
+            Ok(value) => return Some(value),
             Err(error) => {
-                tracing::error!(
-                    error = %error, records = batch.len(),
-                    "storing a Kafka batch failed; retrying before committing its offsets"
-                );
-                if *shutdown.borrow() {
-                    return false;
+                tracing::error!(%error, "{what} failed; retrying before committing offsets");
+                tokio::select! {
+                    () = tokio::time::sleep(pause) => {}
+                    _ = shutdown.changed() => {}
                 }
-                tokio::time::sleep(pause).await;
+                if *shutdown.borrow() {
+                    return None;
+                }
                 pause = (pause * 2).min(MAX_RETRY_PAUSE);
             }
         }
     }
 }
 
-/// Decodes the batch, stores its events in one commit, parks its bad records.
-async fn store_batch(
-    batch: &[OwnedMessage],
-    settings: &KafkaSettings,
-    sinks: &Sinks,
-) -> Result<(), herald_core::service::ServiceError> {
-    let raw: Vec<RawRecord> = batch.iter().map(raw_record).collect();
-    let mut good = Vec::new();
-    let mut good_records = Vec::new();
-    let mut bad = Vec::new();
-    for record in &raw {
-        match record::decode(record, settings.max_payload) {
-            Ok(decoded) => {
-                good.push((decoded.tenant, decoded.event));
-                good_records.push(record);
+/// What storing a batch's events did.
+struct Published<'a> {
+    accepted: u64,
+    duplicates: u64,
+    /// Targets with new deliveries.
+    targets: Vec<herald_core::id::TargetId>,
+    /// Records refused by the store's rules (an unknown tenant), with the reason.
+    refused: Vec<(&'a RawRecord, String)>,
+}
+
+/// Stores the events in one commit. When the store refuses the batch for something
+/// in the data rather than being unreachable, each event is stored on its own and the
+/// ones refused join the bad records, so one cannot stall the partition.
+async fn publish<'a>(
+    management: &Management,
+    good: &[(&'a RawRecord, record::Decoded)],
+) -> Result<Published<'a>, ServiceError> {
+    let events = |items: &[(&RawRecord, record::Decoded)]| {
+        items
+            .iter()
+            .map(|(_, d)| (d.tenant.clone(), d.event.clone()))
+            .collect::<Vec<_>>()
+    };
+    match management.publish_many(events(good)).await {
+        Ok(results) => Ok(tally(good.iter().map(|(r, _)| *r).zip(results))),
+        Err(ServiceError::Store(StoreError::Backend(error))) => {
+            Err(ServiceError::Store(StoreError::Backend(error)))
+        }
+        Err(batch_error) => {
+            tracing::warn!(%batch_error, "the store refused a Kafka batch; storing its records one by one");
+            let mut results = Vec::with_capacity(good.len());
+            let mut refused = Vec::new();
+            for item in good {
+                match management
+                    .publish_many(events(std::slice::from_ref(item)))
+                    .await
+                {
+                    Ok(mut one) => results.push((item.0, one.remove(0))),
+                    Err(ServiceError::Store(StoreError::Backend(error))) => {
+                        return Err(ServiceError::Store(StoreError::Backend(error)));
+                    }
+                    Err(error) => refused.push((item.0, format!("the store refused it: {error}"))),
+                }
             }
-            Err(reason) => bad.push((record, reason)),
+            let mut published = tally(results);
+            published.refused.extend(refused);
+            Ok(published)
         }
     }
-    let published = sinks.management.publish_many(good).await?;
-    let (mut accepted, mut duplicates) = (0, 0);
-    let mut targets = Vec::new();
-    for (record, result) in good_records.into_iter().zip(published) {
+}
+
+fn tally<'a>(
+    results: impl IntoIterator<
+        Item = (
+            &'a RawRecord,
+            Result<herald_core::service::Published, UnknownTenant>,
+        ),
+    >,
+) -> Published<'a> {
+    let mut published = Published {
+        accepted: 0,
+        duplicates: 0,
+        targets: Vec::new(),
+        refused: Vec::new(),
+    };
+    for (record, result) in results {
         match result {
-            Ok(published) if published.duplicate => duplicates += 1,
-            Ok(published) => {
-                accepted += 1;
-                targets.extend(published.targets);
+            Ok(event) if event.duplicate => published.duplicates += 1,
+            Ok(event) => {
+                published.accepted += 1;
+                published.targets.extend(event.targets);
             }
-            Err(UnknownTenant(tenant)) => {
-                bad.push((record, format!("tenant {tenant} does not exist")));
-            }
+            Err(UnknownTenant(tenant)) => published
+                .refused
+                .push((record, format!("tenant {tenant} does not exist"))),
         }
     }
-    let parked = park(&bad);
-    sinks
-        .management
-        .store()
-        .park_records(parked)
-        .await
-        .map_err(herald_core::service::ServiceError::from)?;
-    sinks.hints.first_attempts(targets, Timestamp::now());
-    sinks.metrics.events_ingested("kafka", accepted);
-    sinks.metrics.kafka_records("accepted", accepted);
-    sinks.metrics.kafka_records("duplicate", duplicates);
-    sinks
-        .metrics
-        .kafka_records("parked", u64::try_from(bad.len()).unwrap_or(u64::MAX));
-    Ok(())
+    published
 }
 
 /// The bad records as the store keeps them, each logged with its position.
 fn park(bad: &[(&RawRecord, String)]) -> Vec<ParkedRecord> {
     bad.iter()
         .map(|(record, reason)| {
+            // The reason may quote the record (a field name): no control characters,
+            // which a database text column may refuse.
+            let reason: String = reason.chars().flat_map(char::escape_default).collect();
             tracing::warn!(
                 topic = record.topic,
                 partition = record.partition,
@@ -247,7 +346,7 @@ fn park(bad: &[(&RawRecord, String)]) -> Vec<ParkedRecord> {
                 topic: record.topic.clone(),
                 partition: record.partition,
                 offset: record.offset,
-                reason: reason.clone(),
+                reason,
                 headers: record
                     .headers
                     .iter()
@@ -261,48 +360,65 @@ fn park(bad: &[(&RawRecord, String)]) -> Vec<ParkedRecord> {
         .collect()
 }
 
-fn raw_record(message: &OwnedMessage) -> RawRecord {
-    let headers = message
-        .headers()
-        .map(|headers| {
-            headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.key.to_owned(),
-                        h.value.map(<[u8]>::to_vec).unwrap_or_default(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+/// A message as [`record::decode`] reads it. rdkafka panics on a header name that is
+/// not UTF-8 (which brokers do not refuse): such a record is marked instead, and parked.
+fn raw_record(message: &impl Message) -> RawRecord {
+    let headers = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    }));
+    let (headers, headers_readable) = match headers {
+        Ok(headers) => (headers, true),
+        Err(_) => (Vec::new(), false),
+    };
     RawRecord {
         topic: message.topic().to_owned(),
         partition: message.partition(),
         offset: message.offset(),
+        timestamp: message.timestamp().to_millis(),
         headers,
+        headers_readable,
         value: message.payload().map(<[u8]>::to_vec),
     }
 }
 
-/// Commits, for each partition of the batch, the offset after its last record. A
-/// commit that fails (the partition moved to another member meanwhile) is only logged:
-/// the new owner re-reads those records and their keys make them duplicates.
-fn commit(consumer: &StreamConsumer, batch: &[OwnedMessage]) {
+/// For each partition of the batch, the offset after its last record.
+fn next_offsets(batch: &[RawRecord]) -> Vec<(String, i32, i64)> {
     let mut next: HashMap<(&str, i32), i64> = HashMap::new();
-    for message in batch {
+    for record in batch {
         let entry = next
-            .entry((message.topic(), message.partition()))
+            .entry((record.topic.as_str(), record.partition))
             .or_insert(0);
-        *entry = (*entry).max(message.offset() + 1);
+        *entry = (*entry).max(record.offset + 1);
     }
-    let mut offsets = TopicPartitionList::new();
-    for ((topic, partition), offset) in next {
-        if let Err(error) = offsets.add_partition_offset(topic, partition, Offset::Offset(offset)) {
+    next.into_iter()
+        .map(|((topic, partition), offset)| (topic.to_owned(), partition, offset))
+        .collect()
+}
+
+/// Commits the offsets (blocking). A commit that fails (the partition moved to another
+/// member meanwhile) is only logged: the new owner re-reads those records and their
+/// keys make them duplicates.
+fn commit(consumer: &StreamConsumer, offsets: &[(String, i32, i64)]) {
+    let mut list = TopicPartitionList::new();
+    for (topic, partition, offset) in offsets {
+        if let Err(error) = list.add_partition_offset(topic, *partition, Offset::Offset(*offset)) {
             tracing::warn!(%error, topic, partition, "cannot name an offset to commit");
         }
     }
-    if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+    if let Err(error) = consumer.commit(&list, CommitMode::Sync) {
         tracing::warn!(%error, "committing Kafka offsets failed; the records will be read again and deduplicated");
     }
 }

@@ -23,6 +23,7 @@ use herald_core::id::TenantId;
 use herald_core::model::{ContentType, IdempotencyKey, NewEvent};
 use serde::Deserialize;
 use serde_json::value::RawValue;
+use sha2::{Digest, Sha256};
 
 /// The header naming the event type; its presence selects the headers format.
 pub const EVENT_TYPE_HEADER: &str = "herald-event-type";
@@ -30,6 +31,9 @@ pub const EVENT_TYPE_HEADER: &str = "herald-event-type";
 pub const TENANT_HEADER: &str = "herald-tenant";
 /// The optional header carrying the idempotency key.
 pub const IDEMPOTENCY_KEY_HEADER: &str = "herald-idempotency-key";
+
+/// The longest idempotency key Herald stores.
+const MAX_KEY_LEN: usize = 255;
 
 /// A record as read: where it sits in its topic, its headers and its value.
 #[derive(Debug, Clone)]
@@ -40,8 +44,12 @@ pub struct RawRecord {
     pub partition: i32,
     /// The offset within the partition.
     pub offset: i64,
+    /// The record's timestamp in milliseconds, if it has one.
+    pub timestamp: Option<i64>,
     /// The headers, in order (a header without a value has an empty one).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// Whether the headers could be read (a header name that is not UTF-8 cannot).
+    pub headers_readable: bool,
     /// The value (`None`: a tombstone).
     pub value: Option<Vec<u8>>,
 }
@@ -63,9 +71,30 @@ impl RawRecord {
             .transpose()
     }
 
-    /// The key that deduplicates a record without one of its own.
+    /// The key that deduplicates a record without one of its own: its position, and
+    /// its timestamp, so a topic deleted and created again (offsets from 0 again) does
+    /// not look like the old one.
     fn position_key(&self) -> String {
-        format!("kafka:{}:{}:{}", self.topic, self.partition, self.offset)
+        let key = format!(
+            "kafka:{}:{}:{}:{}",
+            self.topic,
+            self.partition,
+            self.offset,
+            self.timestamp.unwrap_or(-1)
+        );
+        if key.len() <= MAX_KEY_LEN {
+            return key;
+        }
+        // A topic name long enough to push the key over the limit is shortened to a
+        // fixed-size digest of itself.
+        let digest = Sha256::digest(self.topic.as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!(
+            "kafka:#{hex}:{}:{}:{}",
+            self.partition,
+            self.offset,
+            self.timestamp.unwrap_or(-1)
+        )
     }
 }
 
@@ -92,6 +121,9 @@ struct Envelope<'a> {
 
 /// Reads `record`; the error says, for an operator, why it carries no event.
 pub fn decode(record: &RawRecord, max_payload: usize) -> Result<Decoded, String> {
+    if !record.headers_readable {
+        return Err("a header name is not UTF-8".to_owned());
+    }
     let value = record
         .value
         .as_deref()
@@ -203,6 +235,8 @@ mod tests {
             topic: "orders".into(),
             partition: 3,
             offset: 42,
+            timestamp: Some(1_700_000_000_000),
+            headers_readable: true,
             headers: headers
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
@@ -281,8 +315,13 @@ mod tests {
         let decoded = decode(&record(&[], Some(&value)), 1024).expect("decodes");
         assert_eq!(
             decoded.event.idempotency_key.expect("a key").as_str(),
-            "kafka:orders:3:42"
+            "kafka:orders:3:42:1700000000000"
         );
+        let mut long = record(&[], Some(&value));
+        long.topic = "t".repeat(249);
+        let decoded = decode(&long, 1024).expect("a long topic is no problem");
+        let key = decoded.event.idempotency_key.expect("a key");
+        assert!(key.as_str().starts_with("kafka:#") && key.as_str().len() <= 255);
     }
 
     #[test]
@@ -291,6 +330,13 @@ mod tests {
         let cases: Vec<(RawRecord, &str)> = vec![
             (record(&[], Some("not json")), "not a Herald envelope"),
             (record(&[], None), "tombstone"),
+            (
+                RawRecord {
+                    headers_readable: false,
+                    ..record(&[], Some("{}"))
+                },
+                "header name is not UTF-8",
+            ),
             (
                 record(&[(EVENT_TYPE_HEADER, "a.b")], Some("{}")),
                 "no herald-tenant header",
