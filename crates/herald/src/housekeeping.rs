@@ -1,7 +1,8 @@
 //! Housekeeping: every instance announces itself in the store's registry with a
 //! heartbeat; the one leader (whoever holds the unexpired leadership term) also puts
 //! the deliveries of expired leases back in their lanes, forgets instances that
-//! stopped heartbeating, and deletes finished events past the retention period.
+//! stopped heartbeating, and deletes finished events (and parked Kafka records) past
+//! the retention period.
 //!
 //! Leadership is a term renewed with every heartbeat. A leader that dies stops
 //! renewing, its term runs out, and the next instance to heartbeat takes over, so
@@ -135,7 +136,10 @@ async fn purge(store: &Store, now: Timestamp, retention: Duration) {
         }
     }
     if purged > 0 {
-        tracing::info!(purged, "deleted finished events past the retention period");
+        tracing::info!(
+            purged,
+            "deleted finished events and parked Kafka records past the retention period"
+        );
     }
 }
 

@@ -286,8 +286,9 @@ pub trait StoreBackend: Send + Sync + 'static {
         term: Duration,
     ) -> Result<bool, StoreError>;
     /// Deletes up to `limit` events created before `created_before` whose deliveries
-    /// are all finished (succeeded or dead), with their deliveries and attempts.
-    /// Returns how many events.
+    /// are all finished (succeeded or dead), with their deliveries and attempts, and up
+    /// to `limit` records parked before then. Returns how many events and parked
+    /// records it deleted.
     async fn purge_finished(
         &self,
         created_before: Timestamp,

@@ -118,13 +118,22 @@ pub(super) async fn purge_finished(
     limit: u32,
 ) -> Result<u64, StoreError> {
     let client = store.client().await?;
-    rows::execute(
+    let params: rows::Params<'_> = &[&created_before.as_millis(), &i64::from(limit)];
+    let events = rows::execute(
         &client,
         "DELETE FROM events WHERE id IN ( \
            SELECT e.id FROM events e WHERE e.created_at < $1 AND NOT EXISTS ( \
              SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'delivering')) \
            ORDER BY e.created_at LIMIT $2)",
-        &[&created_before.as_millis(), &i64::from(limit)],
+        params,
     )
-    .await
+    .await?;
+    let parked = rows::execute(
+        &client,
+        "DELETE FROM parked_records WHERE id IN ( \
+           SELECT id FROM parked_records WHERE parked_at < $1 ORDER BY id LIMIT $2)",
+        params,
+    )
+    .await?;
+    Ok(events + parked)
 }

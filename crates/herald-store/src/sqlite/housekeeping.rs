@@ -102,5 +102,11 @@ pub(super) fn purge_finished(
            ORDER BY e.created_at LIMIT ?2)",
         params![created_before.as_millis(), limit],
     )?;
-    Ok(u64::try_from(purged).unwrap_or(u64::MAX))
+    let parked = execute(
+        connection,
+        "DELETE FROM parked_records WHERE id IN ( \
+           SELECT id FROM parked_records WHERE parked_at < ?1 ORDER BY id LIMIT ?2)",
+        params![created_before.as_millis(), limit],
+    )?;
+    Ok(u64::try_from(purged + parked).unwrap_or(u64::MAX))
 }

@@ -181,4 +181,16 @@ pub async fn parked_records_are_kept_once_and_listed_in_order(backend: Backend) 
         .unwrap();
     assert_eq!(rest.items, vec![second]);
     assert!(rest.next_after.is_none());
+
+    // Retention deletes parked records too, by when they were parked.
+    assert_eq!(store.purge_finished(at(8), 100).await.unwrap(), 1);
+    let left = store
+        .list_parked(&PageRequest {
+            limit: 10,
+            after: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(left.items.len(), 1);
+    assert_eq!(left.items[0].offset, 9);
 }

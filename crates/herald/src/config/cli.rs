@@ -86,8 +86,9 @@ pub struct ServeArgs {
     /// Largest accepted event payload [default: 5MiB].
     #[arg(long, env = "HERALD_MAX_PAYLOAD", value_name = "SIZE")]
     pub max_payload: Option<String>,
-    /// How long finished events (with their deliveries and attempts) are kept, or
-    /// `forever`; also how long an idempotency key is remembered [default: 7d].
+    /// How long finished events (with their deliveries and attempts) and parked Kafka
+    /// records are kept, or `forever`; also how long an idempotency key is remembered
+    /// [default: 7d].
     #[arg(long, env = "HERALD_RETENTION", value_name = "DURATION")]
     pub retention: Option<String>,
     /// Default per-tenant ingest limit in events per second [default: unlimited].
