@@ -38,6 +38,11 @@ impl Management {
         Ok(self.store.list_tenants(page).await?)
     }
 
+    /// The Herald instances sharing the store, from their heartbeats.
+    pub async fn instances(&self) -> Result<Vec<crate::store::Instance>, ServiceError> {
+        Ok(self.store.instances().await?)
+    }
+
     /// The Kafka records the Kafka source refused, oldest first.
     pub async fn parked_records(
         &self,

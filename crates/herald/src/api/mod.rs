@@ -14,6 +14,7 @@ mod extract;
 mod filters;
 mod health;
 mod ingest_limit;
+mod instances;
 mod kafka;
 mod pagination;
 mod subscriptions;
@@ -108,6 +109,7 @@ fn management_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deliveries::list_dead_letters))
         .routes(routes!(deliveries::redrive))
         .routes(routes!(kafka::list_parked))
+        .routes(routes!(instances::list_instances))
         .routes(routes!(
             targets::get_target,
             targets::update_target,

@@ -243,6 +243,20 @@ async fn three_instances_share_the_work_and_a_kill_9_loses_nothing() {
     .await;
     let new_leader = eventually("a new leader", || cluster.leader()).await;
     assert_ne!(new_leader, leader);
+    let instances: Value = client()
+        .get(format!("{}/v1/instances", cluster.base(new_leader)))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .expect("sent")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        instances["data"].as_array().map(Vec::len),
+        Some(3),
+        "the registry lists all three until the dead one has been silent a minute: {instances}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let per_event = deliveries_per_event(&receiver.received());
     let duplicates: usize = per_event.values().map(|n| n - 1).sum();

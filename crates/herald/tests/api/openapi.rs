@@ -50,6 +50,7 @@ const EXPECTED_ROUTES: &[(&str, &str)] = &[
     ("get", "/v1/dead-letters"),
     ("post", "/v1/dead-letters/redrive"),
     ("get", "/v1/kafka/parked"),
+    ("get", "/v1/instances"),
 ];
 
 async fn document(app: &TestApp) -> Value {
