@@ -95,36 +95,45 @@ fn payload_bytes(request: &Request) -> usize {
 /// neighbours; any other failure (the database unreachable) fails the whole group at
 /// once rather than every request in turn.
 async fn write_group(store: &Database, group: Vec<Request>) {
-    if group.len() == 1 {
-        for request in group {
-            let result = super::queue::insert_events(store, request.records).await;
-            let _ = request.reply.send(result);
-        }
-        return;
-    }
     let sizes: Vec<usize> = group.iter().map(|r| r.records.len()).collect();
-    let all: Vec<EventRecord> = group.iter().flat_map(|r| r.records.clone()).collect();
-    match super::queue::insert_events(store, all).await {
+    let (replies, records): (Vec<Reply>, Vec<Vec<EventRecord>>) =
+        group.into_iter().map(|r| (r.reply, r.records)).unzip();
+    let all: Vec<EventRecord> = records.into_iter().flatten().collect();
+    // Each request's records, as a slice of `all`.
+    let mut start = 0;
+    let parts: Vec<&[EventRecord]> = sizes
+        .iter()
+        .map(|size| {
+            let part = &all[start..start + size];
+            start += size;
+            part
+        })
+        .collect();
+    match super::queue::insert_events(store, &all).await {
         Ok(mut results) => {
-            for (request, size) in group.into_iter().zip(sizes) {
+            for (reply, size) in replies.into_iter().zip(sizes) {
                 let rest = results.split_off(size.min(results.len()));
-                let _ = request
-                    .reply
-                    .send(Ok(std::mem::replace(&mut results, rest)));
+                let _ = reply.send(Ok(std::mem::replace(&mut results, rest)));
             }
         }
-        Err(StoreError::Conflict(_)) => {
-            for request in group {
-                let result = super::queue::insert_events(store, request.records).await;
-                let _ = request.reply.send(result);
+        Err(StoreError::Conflict(_)) if parts.len() > 1 => {
+            for (reply, part) in replies.into_iter().zip(parts) {
+                let _ = reply.send(super::queue::insert_events(store, part).await);
             }
         }
         Err(error) => {
+            if replies.len() > 1 {
+                tracing::error!(%error, requests = replies.len(), "writing a group of events failed");
+            }
             let detail = error.to_string();
-            tracing::error!(%error, requests = group.len(), "writing a group of events failed");
-            for request in group {
-                let failed = StoreError::backend(std::io::Error::other(detail.clone()));
-                let _ = request.reply.send(Err(failed));
+            let mut error = Some(error);
+            for reply in replies {
+                // The first caller gets the error itself (its kind, for the API's
+                // answer); the others a copy of its message.
+                let failed = error
+                    .take()
+                    .unwrap_or_else(|| StoreError::backend(std::io::Error::other(detail.clone())));
+                let _ = reply.send(Err(failed));
             }
         }
     }

@@ -37,16 +37,16 @@ const RETRY_LANE: &str = "attempts > 0";
 
 pub(super) async fn insert_events(
     store: &Database,
-    records: Vec<EventRecord>,
+    records: &[EventRecord],
 ) -> Result<Vec<Inserted>, StoreError> {
     if records.is_empty() {
         return Ok(Vec::new());
     }
     let inserted = store
         .transact(None, async |t| {
-            let new = insert_new_events(t, &records).await?;
-            insert_deliveries(t, &records, &new).await?;
-            results_in_order(t, &records, &new).await
+            let new = insert_new_events(t, records).await?;
+            insert_deliveries(t, records, &new).await?;
+            results_in_order(t, records, &new).await
         })
         .await?;
     store.announcer.due(
