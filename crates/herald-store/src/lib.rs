@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod decode;
+mod lanes;
 mod limits;
 pub mod postgres;
 pub mod sqlite;

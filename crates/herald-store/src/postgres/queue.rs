@@ -27,13 +27,8 @@ use crate::decode::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     Undecodable, qualified,
 };
+use crate::lanes::{self, FIRST_LANE, RETRY_LANE};
 use crate::limits::{self, SavedBucket};
-
-/// The condition selecting the first-attempt lane of pending deliveries (it matches
-/// the `deliveries_first_due` partial index).
-const FIRST_LANE: &str = "attempts = 0";
-/// The condition selecting the retry lane (the `deliveries_retry_due` index).
-const RETRY_LANE: &str = "attempts > 0";
 
 pub(super) async fn insert_events(
     store: &Database,
@@ -386,52 +381,15 @@ pub(super) async fn requeue(
         .await
 }
 
-/// The smallest target id above the previous one with a pending delivery in one
-/// lane: with the lane's index, one seek per target however many deliveries wait (a
-/// loose index scan).
-fn next_waiting_target(lane: &str, previous: &str) -> String {
-    format!(
-        "SELECT min(target_id) FROM deliveries WHERE status = 'pending' AND {lane} AND target_id > {previous}"
-    )
-}
-
 pub(super) async fn waiting_targets(store: &Database) -> Result<Vec<WaitingTarget>, StoreError> {
-    let (first, retry) = (FIRST_LANE, RETRY_LANE);
-    let sql = format!(
-        "WITH RECURSIVE \
-           first_lane(target_id) AS ( \
-             SELECT ({first_start}) \
-             UNION ALL SELECT ({first_next}) FROM first_lane WHERE first_lane.target_id IS NOT NULL), \
-           retry_lane(target_id) AS ( \
-             SELECT ({retry_start}) \
-             UNION ALL SELECT ({retry_next}) FROM retry_lane WHERE retry_lane.target_id IS NOT NULL), \
-           waiting(target_id) AS ( \
-             SELECT target_id FROM first_lane WHERE target_id IS NOT NULL \
-             UNION SELECT target_id FROM retry_lane WHERE target_id IS NOT NULL) \
-         SELECT {columns}, \
-           (SELECT min(next_attempt_at) FROM deliveries d \
-             WHERE d.status = 'pending' AND d.{first} AND d.target_id = w.target_id), \
-           (SELECT min(next_attempt_at) FROM deliveries d \
-             WHERE d.status = 'pending' AND d.{retry} AND d.target_id = w.target_id), \
-           {circuit} \
-         FROM waiting w JOIN targets t ON t.id = w.target_id LEFT JOIN circuits c ON c.target_id = t.id \
-         WHERE t.active",
-        first_start = next_waiting_target(first, "''"),
-        first_next = next_waiting_target(first, "first_lane.target_id"),
-        retry_start = next_waiting_target(retry, "''"),
-        retry_next = next_waiting_target(retry, "retry_lane.target_id"),
-        columns = qualified(TARGET_COLUMNS, "t"),
-        circuit = qualified(CIRCUIT_COLUMNS, "c"),
-    );
     let client = store.client().await?;
-    let found = rows::query(&client, &sql, &[]).await?;
-    let width = decode::width(TARGET_COLUMNS);
+    let found = rows::query(&client, &lanes::waiting_targets_sql(), &[]).await?;
     // Each row is decoded on its own: one target that no longer decodes (a bug, a
     // manual edit) must not stop delivery to every other target.
     Ok(found
         .iter()
         .filter_map(|row| {
-            waiting_target(row, width)
+            lanes::waiting_target(row)
                 .inspect_err(|error| {
                     let id = row.try_get::<_, String>(0).unwrap_or_default();
                     tracing::error!(target = id, %error, "skipping a target that no longer decodes");
@@ -439,24 +397,6 @@ pub(super) async fn waiting_targets(store: &Database) -> Result<Vec<WaitingTarge
                 .ok()
         })
         .collect())
-}
-
-/// A row of [`waiting_targets`]: the target's `width` columns, then each lane's
-/// earliest due time, then the circuit's columns.
-fn waiting_target(row: &Row, width: usize) -> Result<WaitingTarget, Undecodable> {
-    use crate::decode::Columns;
-    let target = decode::target(row)?;
-    // An unreadable circuit is treated as closed: the breaker relearns the target.
-    let circuit = decode::circuit(row, width + 2).unwrap_or_else(|error| {
-        tracing::error!(target = %target.id, %error, "ignoring a circuit that no longer decodes");
-        None
-    });
-    Ok(WaitingTarget {
-        target,
-        first_due: row.integer(width)?.map(Timestamp::from_millis),
-        retry_due: row.integer(width + 1)?.map(Timestamp::from_millis),
-        circuit,
-    })
 }
 
 pub(super) async fn claim(

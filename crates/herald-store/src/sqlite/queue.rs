@@ -22,7 +22,7 @@ use super::rows::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     execute,
 };
-use crate::decode::{self, qualified};
+use crate::lanes::{self, FIRST_LANE, RETRY_LANE};
 use crate::limits::{self, SavedBucket};
 
 pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
@@ -247,53 +247,15 @@ pub(super) fn requeue(
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
 }
 
-/// The condition selecting the first-attempt lane of pending deliveries (it matches
-/// the `deliveries_first_due` partial index).
-const FIRST_LANE: &str = "attempts = 0";
-/// The condition selecting the retry lane (the `deliveries_retry_due` index).
-const RETRY_LANE: &str = "attempts > 0";
-
-/// The smallest target id above `?` with a pending delivery in one lane: with the
-/// lane's index, one seek per target however many deliveries wait (a loose index scan).
-fn next_waiting_target(lane: &str) -> String {
-    format!("SELECT MIN(target_id) FROM deliveries WHERE status = 'pending' AND {lane}")
-}
-
 pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarget>, StoreError> {
-    let (first, retry) = (FIRST_LANE, RETRY_LANE);
-    let sql = format!(
-        "WITH RECURSIVE \
-           first_lane(target_id) AS ( \
-             SELECT ({first_next}) \
-             UNION ALL SELECT ({first_next} AND target_id > first_lane.target_id) FROM first_lane \
-             WHERE first_lane.target_id IS NOT NULL), \
-           retry_lane(target_id) AS ( \
-             SELECT ({retry_next}) \
-             UNION ALL SELECT ({retry_next} AND target_id > retry_lane.target_id) FROM retry_lane \
-             WHERE retry_lane.target_id IS NOT NULL), \
-           waiting(target_id) AS ( \
-             SELECT target_id FROM first_lane WHERE target_id IS NOT NULL \
-             UNION SELECT target_id FROM retry_lane WHERE target_id IS NOT NULL) \
-         SELECT {columns}, \
-           (SELECT MIN(next_attempt_at) FROM deliveries d \
-             WHERE d.status = 'pending' AND d.{first} AND d.target_id = w.target_id), \
-           (SELECT MIN(next_attempt_at) FROM deliveries d \
-             WHERE d.status = 'pending' AND d.{retry} AND d.target_id = w.target_id), \
-           {circuit} \
-         FROM waiting w JOIN targets t ON t.id = w.target_id LEFT JOIN circuits c ON c.target_id = t.id \
-         WHERE t.active = 1",
-        first_next = next_waiting_target(first),
-        retry_next = next_waiting_target(retry),
-        columns = qualified(TARGET_COLUMNS, "t"),
-        circuit = qualified(CIRCUIT_COLUMNS, "c"),
-    );
-    let width = decode::width(TARGET_COLUMNS);
-    let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
+    let mut statement = connection
+        .prepare_cached(&lanes::waiting_targets_sql())
+        .map_err(translate)?;
     // Each row is decoded on its own: one target that no longer decodes (a bug, a
     // manual edit) must not stop delivery to every other target.
     let decoded = statement
         .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, waiting_target(row, width)))
+            Ok((row.get::<_, String>(0)?, lanes::waiting_target(row)))
         })
         .map_err(translate)?
         .collect::<Result<Vec<_>, _>>()
@@ -308,27 +270,6 @@ pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarg
                 .ok()
         })
         .collect())
-}
-
-/// A row of [`waiting_targets`]: the target's `width` columns, then each lane's
-/// earliest due time, then the circuit's columns.
-fn waiting_target(row: &rusqlite::Row<'_>, width: usize) -> rusqlite::Result<WaitingTarget> {
-    let due = |index: usize| {
-        row.get::<_, Option<i64>>(index)
-            .map(|due| due.map(Timestamp::from_millis))
-    };
-    let target = rows::target(row)?;
-    // An unreadable circuit is treated as closed: the breaker relearns the target.
-    let circuit = rows::circuit(row, width + 2).unwrap_or_else(|error| {
-        tracing::error!(target = %target.id, %error, "ignoring a circuit that no longer decodes");
-        None
-    });
-    Ok(WaitingTarget {
-        target,
-        first_due: due(width)?,
-        retry_due: due(width + 1)?,
-        circuit,
-    })
 }
 
 pub(super) fn claim(
