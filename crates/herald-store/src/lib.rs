@@ -15,6 +15,7 @@ mod decode;
 mod lanes;
 mod limits;
 pub mod postgres;
+mod schema_version;
 pub mod sqlite;
 
 pub use postgres::PostgresStore;

@@ -240,16 +240,7 @@ impl StoreBackend for PostgresStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.database.client().await?;
         let version = schema::version(&client).await?;
-        if version == schema::latest_version() {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt {
-                detail: format!(
-                    "schema version {version}, expected {}",
-                    schema::latest_version()
-                ),
-            })
-        }
+        crate::schema_version::require_current(version, schema::latest_version())
     }
 
     async fn insert_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError> {

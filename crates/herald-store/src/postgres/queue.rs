@@ -233,14 +233,7 @@ pub(super) async fn event_deliveries(
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE event_id = $1 AND tenant_id = $2 ORDER BY id"
     );
-    let client = store.client().await?;
-    rows::all(
-        &client,
-        &sql,
-        &[&event.as_str(), &tenant.as_str()],
-        decode::delivery,
-    )
-    .await
+    children(store, &sql, event.as_str(), tenant, decode::delivery).await
 }
 
 pub(super) async fn list_attempts(
@@ -251,14 +244,20 @@ pub(super) async fn list_attempts(
     let sql = format!(
         "SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE delivery_id = $1 AND tenant_id = $2 ORDER BY number, id"
     );
+    children(store, &sql, delivery.as_str(), tenant, decode::attempt).await
+}
+
+/// The rows `sql` selects for one parent record of a tenant (`$1` the parent's id,
+/// `$2` the tenant).
+async fn children<T>(
+    store: &Database,
+    sql: &str,
+    parent: &str,
+    tenant: &TenantId,
+    decode: rows::Decode<T>,
+) -> Result<Vec<T>, StoreError> {
     let client = store.client().await?;
-    rows::all(
-        &client,
-        &sql,
-        &[&delivery.as_str(), &tenant.as_str()],
-        decode::attempt,
-    )
-    .await
+    rows::all(&client, sql, &[&parent, &tenant.as_str()], decode).await
 }
 
 /// Statement parameters built up with their conditions.

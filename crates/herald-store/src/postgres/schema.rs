@@ -202,14 +202,7 @@ async fn apply_pending(client: &mut Client) -> Result<(), StoreError> {
         .await
         .map_err(translate)?;
     let current = version(client).await?;
-    if current > latest_version() {
-        return Err(StoreError::Corrupt {
-            detail: format!(
-                "the database has schema version {current}, newer than the {} this Herald knows; upgrade Herald",
-                latest_version()
-            ),
-        });
-    }
+    crate::schema_version::refuse_newer(current, latest_version())?;
     for (version, sql) in (1_i64..)
         .zip(MIGRATIONS)
         .skip(usize::try_from(current).unwrap_or(0))

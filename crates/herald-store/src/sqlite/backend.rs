@@ -167,16 +167,7 @@ impl SqliteStore {
 impl StoreBackend for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         let version = self.readers.read(schema::version).await?;
-        if version == schema::latest_version() {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt {
-                detail: format!(
-                    "schema version {version}, expected {}",
-                    schema::latest_version()
-                ),
-            })
-        }
+        crate::schema_version::require_current(version, schema::latest_version())
     }
 
     async fn insert_tenant(&self, tenant: &Tenant, first_key: &ApiKey) -> Result<(), StoreError> {

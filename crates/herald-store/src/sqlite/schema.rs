@@ -172,14 +172,7 @@ pub(super) fn latest_version() -> i64 {
 /// Applies every migration the database has not seen, each in its own transaction.
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     let current = version(connection)?;
-    if current > latest_version() {
-        return Err(StoreError::Corrupt {
-            detail: format!(
-                "the database has schema version {current}, newer than the {} this Herald knows; upgrade Herald",
-                latest_version()
-            ),
-        });
-    }
+    crate::schema_version::refuse_newer(current, latest_version())?;
     for (version, sql) in (1_i64..)
         .zip(MIGRATIONS)
         .skip(usize::try_from(current).unwrap_or(0))
