@@ -3,15 +3,18 @@
 //! while every instance lives, a `kill -9` loses nothing, and a target's limits hold
 //! across instances instead of being multiplied by their number.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::cli::Server;
-use crate::helpers::{client, eventually};
+use crate::helpers::{
+    Accepted, client, eventually, post_json, spawn_producer, subscribed_over_http,
+};
 use crate::receiver::TestReceiver;
 
 const ADMIN: &str = "cluster-admin-token-0123456789";
@@ -87,47 +90,10 @@ impl Cluster {
     }
 }
 
-async fn post(base: &str, path: &str, token: &str, body: Value) -> Value {
-    let response = client()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .expect("sent");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.expect("json")
-}
-
 /// A tenant with one target (with `settings`) subscribed to everything; returns the
 /// tenant's key.
 async fn subscribed(base: &str, url: &str, settings: Value) -> String {
-    let tenant = post(base, "/v1/tenants", ADMIN, json!({ "name": "Acme" })).await;
-    let key = tenant["apiKey"].as_str().expect("key").to_owned();
-    let mut target = json!({ "url": url });
-    if let (Some(target), Some(settings)) = (target.as_object_mut(), settings.as_object()) {
-        target.extend(settings.clone());
-    }
-    let target = post(base, "/v1/webhooks/targets", &key, target).await;
-    let filter = post(
-        base,
-        "/v1/webhooks/filters",
-        &key,
-        json!({ "events": ["*"] }),
-    )
-    .await;
-    post(
-        base,
-        "/v1/webhooks/subscriptions",
-        &key,
-        json!({ "targetId": target["id"], "filterId": filter["id"] }),
-    )
-    .await;
-    key
+    subscribed_over_http(base, ADMIN, url, settings).await.1
 }
 
 /// How many times each event was delivered.
@@ -166,43 +132,21 @@ async fn three_instances_share_the_work_and_a_kill_9_loses_nothing() {
     .await;
 
     // One producer per instance publishes until its instance dies or it is told to stop.
-    let accepted = Arc::new(Mutex::new(HashSet::new()));
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let accepted: Accepted = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = cluster
         .bases()
         .into_iter()
-        .map(|base| {
-            let (http, key, accepted, stop) = (
-                client(),
+        .enumerate()
+        .map(|(n, base)| {
+            spawn_producer(
+                base,
                 key.clone(),
+                "cluster.test",
+                n,
                 Arc::clone(&accepted),
                 Arc::clone(&stop),
-            );
-            tokio::spawn(async move {
-                for i in 0.. {
-                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
-                        break;
-                    }
-                    let event = json!({ "type": "cluster.test", "payload": { "i": i } });
-                    let Ok(response) = http
-                        .post(format!("{base}/v1/events"))
-                        .bearer_auth(&key)
-                        .json(&event)
-                        .send()
-                        .await
-                    else {
-                        break;
-                    };
-                    if response.status() != 202 {
-                        break;
-                    }
-                    let Ok(body) = response.json::<Value>().await else {
-                        break;
-                    };
-                    let id = body["id"].as_str().unwrap_or_default().to_owned();
-                    accepted.lock().expect("lock").insert(id);
-                }
-            })
+            )
         })
         .collect();
     eventually("a steady stream through all three", || async {
@@ -229,7 +173,7 @@ async fn three_instances_share_the_work_and_a_kill_9_loses_nothing() {
         "while all instances lived, no event was delivered twice"
     );
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.store(true, Ordering::SeqCst);
     for producer in producers {
         producer.await.expect("producer ends");
     }
@@ -295,8 +239,8 @@ async fn a_targets_rate_and_max_in_flight_hold_across_two_instances() {
     for i in 0..60 {
         let base = &bases[i % 2];
         let event = json!({ "type": "limit.test", "payload": { "i": i } });
-        post(base, "/v1/events", &limited_key, event.clone()).await;
-        post(base, "/v1/events", &narrow_key, event).await;
+        post_json(base, "/v1/events", &limited_key, event.clone()).await;
+        post_json(base, "/v1/events", &narrow_key, event).await;
     }
     eventually("the narrow target to get its 60", || async {
         (narrow.received().len() >= 60).then_some(())

@@ -3,13 +3,14 @@
 //! the same data directory; the duplicates the crash caused are counted and reported.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use serde_json::json;
 
 use crate::cli::Server;
-use crate::helpers::{client, eventually};
+use crate::helpers::{Accepted, client, eventually, spawn_producer};
 use crate::receiver::TestReceiver;
 
 const PRODUCERS: usize = 4;
@@ -85,40 +86,19 @@ async fn kill_9_mid_stream_loses_no_accepted_event() {
     );
 
     // Producers publish until the server dies under them; only 202s count as accepted.
-    let accepted = Arc::new(Mutex::new(HashSet::new()));
+    let accepted: Accepted = Arc::default();
+    let never = Arc::new(AtomicBool::new(false));
     let producers: Vec<_> = (0..PRODUCERS)
         .map(|n| {
-            let (http, base, key, accepted) = (
-                http.clone(),
-                server.base.clone(),
-                key.clone(),
+            let (base, key) = (server.base.clone(), key.clone());
+            spawn_producer(
+                base,
+                key,
+                "crash.test",
+                n,
                 Arc::clone(&accepted),
-            );
-            tokio::spawn(async move {
-                for i in 0.. {
-                    let event =
-                        json!({ "type": "crash.test", "payload": { "producer": n, "i": i } });
-                    let Ok(response) = http
-                        .post(format!("{base}/v1/events"))
-                        .bearer_auth(&key)
-                        .json(&event)
-                        .send()
-                        .await
-                    else {
-                        break;
-                    };
-                    if response.status() != 202 {
-                        break;
-                    }
-                    let Ok(body) = response.json::<serde_json::Value>().await else {
-                        break;
-                    };
-                    accepted
-                        .lock()
-                        .expect("lock")
-                        .insert(body["id"].as_str().unwrap_or_default().to_owned());
-                }
-            })
+                Arc::clone(&never),
+            )
         })
         .collect();
     eventually("a steady stream to be flowing", || async {

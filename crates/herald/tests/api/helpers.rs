@@ -324,3 +324,90 @@ pub fn client() -> reqwest::Client {
     herald::dispatcher::install_crypto_provider();
     reqwest::Client::new()
 }
+
+/// Ids of the events a server accepted (answered 202), collected by producers.
+pub type Accepted = std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>;
+
+/// A producer publishing events of `event_type` to `base` with `key`, one after the
+/// other, until a publish fails (the server died under it) or `stop` is set. Only 202
+/// answers count: their event ids go into `accepted`.
+pub fn spawn_producer(
+    base: String,
+    key: String,
+    event_type: &'static str,
+    producer: usize,
+    accepted: Accepted,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    let http = client();
+    tokio::spawn(async move {
+        for i in 0.. {
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                break;
+            }
+            let event = json!({ "type": event_type, "payload": { "producer": producer, "i": i } });
+            let Ok(response) = http
+                .post(format!("{base}/v1/events"))
+                .bearer_auth(&key)
+                .json(&event)
+                .send()
+                .await
+            else {
+                break;
+            };
+            if response.status() != 202 {
+                break;
+            }
+            let Ok(body) = response.json::<Value>().await else {
+                break;
+            };
+            let id = body["id"].as_str().unwrap_or_default().to_owned();
+            accepted.lock().expect("lock").insert(id);
+        }
+    })
+}
+
+/// POSTs `body` to `base` + `path` with `token`; asserts success and returns the JSON
+/// answer (for servers running as separate processes).
+pub async fn post_json(base: &str, path: &str, token: &str, body: Value) -> Value {
+    let response = client()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.expect("json")
+}
+
+/// On the server at `base`: a tenant with one target at `url` (with `settings`)
+/// subscribed to every event. Returns the tenant's id and key.
+pub async fn subscribed_over_http(
+    base: &str,
+    admin: &str,
+    url: &str,
+    settings: Value,
+) -> (String, String) {
+    let tenant = post_json(base, "/v1/tenants", admin, json!({ "name": "Acme" })).await;
+    let key = string(&tenant["apiKey"]);
+    let mut target = json!({ "url": url });
+    if let (Some(target), Some(settings)) = (target.as_object_mut(), settings.as_object()) {
+        target.extend(settings.clone());
+    }
+    let target = post_json(base, "/v1/webhooks/targets", &key, target).await;
+    let filter = post_json(
+        base,
+        "/v1/webhooks/filters",
+        &key,
+        json!({ "events": ["*"] }),
+    )
+    .await;
+    let subscription = json!({ "targetId": target["id"], "filterId": filter["id"] });
+    post_json(base, "/v1/webhooks/subscriptions", &key, subscription).await;
+    (string(&tenant["id"]), key)
+}

@@ -12,10 +12,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::cli::Server;
-use crate::helpers::{TestApp, client, eventually};
+use crate::helpers::{TestApp, eventually, subscribed_over_http};
 use crate::receiver::TestReceiver;
 
 /// The test broker's address.
@@ -238,52 +238,6 @@ async fn records_read_again_store_nothing_new() {
     assert_eq!(receiver.received().len(), 20, "nothing delivered twice");
 }
 
-/// A tenant with one target subscribed to everything, on the server at `base`;
-/// returns the tenant id and its key.
-async fn subscribed_tenant(base: &str, admin: &str, url: &str) -> (String, String) {
-    let http = client();
-    let post = |path: String, token: String, body: Value| {
-        let http = http.clone();
-        async move {
-            let response = http
-                .post(path)
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await
-                .expect("sent");
-            assert!(response.status().is_success());
-            response.json::<Value>().await.expect("json")
-        }
-    };
-    let tenant = post(
-        format!("{base}/v1/tenants"),
-        admin.into(),
-        json!({ "name": "Acme" }),
-    )
-    .await;
-    let key = tenant["apiKey"].as_str().expect("key").to_owned();
-    let target = post(
-        format!("{base}/v1/webhooks/targets"),
-        key.clone(),
-        json!({ "url": url }),
-    )
-    .await;
-    let filter = post(
-        format!("{base}/v1/webhooks/filters"),
-        key.clone(),
-        json!({ "events": ["*"] }),
-    )
-    .await;
-    post(
-        format!("{base}/v1/webhooks/subscriptions"),
-        key.clone(),
-        json!({ "targetId": target["id"], "filterId": filter["id"] }),
-    )
-    .await;
-    (tenant["id"].as_str().expect("id").to_owned(), key)
-}
-
 /// Waits up to `limit` for `check` to hold.
 async fn within<F, Fut>(limit: Duration, what: &str, mut check: F)
 where
@@ -324,7 +278,13 @@ async fn a_kill_9_mid_stream_loses_no_record_and_stores_none_twice() {
     let server = Server::start_with(dir.path(), &flags);
     let admin = std::fs::read_to_string(dir.path().join("admin-token")).expect("admin token");
     let receiver = TestReceiver::start().await;
-    let (tenant, _) = subscribed_tenant(&server.base, admin.trim(), &receiver.url("/crash")).await;
+    let (tenant, _) = subscribed_over_http(
+        &server.base,
+        admin.trim(),
+        &receiver.url("/crash"),
+        json!({}),
+    )
+    .await;
 
     // Half the records carry their own key, half are keyed by their position.
     let producing = tokio::spawn({
@@ -409,19 +369,22 @@ async fn two_instances_share_the_partitions_and_lose_nothing_when_one_dies() {
     let first = Server::start_with_env(dirs[0].path(), &flags, &[("HERALD_ADMIN_TOKEN", admin)]);
     let second = Server::start_with_env(dirs[1].path(), &flags, &[("HERALD_ADMIN_TOKEN", admin)]);
     let receiver = TestReceiver::start().await;
-    let (tenant, _) = subscribed_tenant(&first.base, admin, &receiver.url("/shared")).await;
+    let (tenant, _) =
+        subscribed_over_http(&first.base, admin, &receiver.url("/shared"), json!({})).await;
 
     let producer = producer();
-    for n in 0..RECORDS / 2 {
-        produce(
-            &producer,
-            &topic,
-            Some(i32::try_from(n % 2).expect("0 or 1")),
-            &[],
-            &envelope(&tenant, None, n),
-        )
-        .await;
-    }
+    // Alternating partitions, so each instance owns part of the stream.
+    let produce_range = |range: std::ops::Range<usize>| {
+        let (producer, topic, tenant) = (&producer, &topic, &tenant);
+        async move {
+            for n in range {
+                let partition = i32::try_from(n % 2).expect("0 or 1");
+                let value = envelope(tenant, None, n);
+                produce(producer, topic, Some(partition), &[], &value).await;
+            }
+        }
+    };
+    produce_range(0..RECORDS / 2).await;
     within(
         Duration::from_secs(30),
         "the first half delivered",
@@ -429,16 +392,7 @@ async fn two_instances_share_the_partitions_and_lose_nothing_when_one_dies() {
     )
     .await;
     first.kill_9();
-    for n in RECORDS / 2..RECORDS {
-        produce(
-            &producer,
-            &topic,
-            Some(i32::try_from(n % 2).expect("0 or 1")),
-            &[],
-            &envelope(&tenant, None, n),
-        )
-        .await;
-    }
+    produce_range(RECORDS / 2..RECORDS).await;
     // The survivor takes the dead member's partition once its session times out.
     within(
         Duration::from_secs(60),
