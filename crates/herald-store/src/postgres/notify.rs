@@ -98,7 +98,7 @@ fn decode(own: &str, payload: &str) -> Option<Change> {
 pub(super) struct Announcer {
     pending: Arc<Mutex<Vec<TargetId>>>,
     wake: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<()>,
+    _task: Background,
 }
 
 impl Announcer {
@@ -114,7 +114,7 @@ impl Announcer {
         Self {
             pending,
             wake,
-            task,
+            _task: Background(task),
         }
     }
 
@@ -125,12 +125,6 @@ impl Announcer {
             .unwrap_or_else(PoisonError::into_inner)
             .extend(targets);
         self.wake.notify_one();
-    }
-}
-
-impl Drop for Announcer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 
@@ -164,7 +158,7 @@ async fn announce(
 /// The listening connection, running until dropped.
 pub(super) struct Listener {
     listener: Arc<Mutex<Option<ChangeListener>>>,
-    task: tokio::task::JoinHandle<()>,
+    _task: Background,
 }
 
 impl Listener {
@@ -172,7 +166,10 @@ impl Listener {
     pub(super) fn start(config: tokio_postgres::Config, origin: Origin) -> Self {
         let listener: Arc<Mutex<Option<ChangeListener>>> = Arc::default();
         let task = tokio::spawn(listen(config, origin, Arc::clone(&listener)));
-        Self { listener, task }
+        Self {
+            listener,
+            _task: Background(task),
+        }
     }
 
     /// Names who is told about changes.
@@ -181,9 +178,12 @@ impl Listener {
     }
 }
 
-impl Drop for Listener {
+/// A task that runs as long as its owner: dropping this aborts it.
+struct Background(tokio::task::JoinHandle<()>);
+
+impl Drop for Background {
     fn drop(&mut self) {
-        self.task.abort();
+        self.0.abort();
     }
 }
 
