@@ -362,22 +362,7 @@ pub(super) async fn requeue(
          WHERE {} AND {extra} RETURNING target_id",
         selection.condition()
     );
-    store
-        .transact(None, async |t| {
-            let requeued = rows::query(t, &sql, &selection.params()).await?;
-            let mut targets: Vec<TargetId> = requeued
-                .iter()
-                .filter_map(|row| row.try_get::<_, String>(0).ok())
-                .filter_map(|id| TargetId::parse(&id))
-                .collect();
-            targets.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
-            targets.dedup();
-            if !targets.is_empty() {
-                store.notifier.send(t, &Change::Due(targets)).await?;
-            }
-            Ok(u64::try_from(requeued.len()).unwrap_or(u64::MAX))
-        })
-        .await
+    requeue_returning_targets(store, &sql, &selection.params()).await
 }
 
 pub(super) async fn waiting_targets(store: &Database) -> Result<Vec<WaitingTarget>, StoreError> {
