@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::flow::CircuitPolicy;
-use herald_core::service::Management;
+use herald_core::service::{Admission, Management};
 use herald_core::store::{Change, ChangeListener, Store, StoreError};
 use herald_core::time::Timestamp;
 use herald_store::CommitObserver;
@@ -138,7 +138,11 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
     };
     let (store, admin, lock) = (opened.store, opened.admin, opened.lock);
     let hints = Arc::new(Hints::default());
-    let (engine_stop, engine) = start_engine(
+    let Engine {
+        stop: engine_stop,
+        handle: engine,
+        admission,
+    } = start_engine(
         config,
         store.clone(),
         &instance_id,
@@ -173,6 +177,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         management,
         admin_token: admin.hash,
         hints,
+        admission,
         max_payload,
         ingest_limits: Arc::new(IngestLimits::new(config.tenant_rate_limit)),
         metrics,
@@ -343,15 +348,24 @@ const MAX_CIRCUIT_COOLDOWN: Duration = Duration::from_secs(3600);
 /// How long a stop waits for attempts under way.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Starts the scheduler, the outcome recorder and housekeeping; the handle ends when
-/// all have.
+/// The delivery engine, started.
+struct Engine {
+    /// Stops it when set to `true`.
+    stop: watch::Sender<bool>,
+    /// Ends when the scheduler, the recorder and housekeeping have.
+    handle: JoinHandle<()>,
+    /// Where intake asks whether new deliveries may start in flight at once.
+    admission: Arc<dyn Admission>,
+}
+
+/// Starts the scheduler, the outcome recorder and housekeeping.
 fn start_engine(
     config: &Config,
     store: Store,
     instance_id: &str,
     hints: Arc<Hints>,
     metrics: Arc<Metrics>,
-) -> Result<(watch::Sender<bool>, JoinHandle<()>), StartError> {
+) -> Result<Engine, StartError> {
     let housekeeping_settings = HousekeepingSettings {
         instance_id: instance_id.to_owned(),
         retention: config.retention,
@@ -366,6 +380,9 @@ fn start_engine(
         },
         lease: config.delivery_lease,
         concurrency: config.delivery_concurrency,
+        // The embedded store has one instance; a shared one needs every claim to
+        // enforce limits across instances.
+        start_at_intake: config.database.is_none(),
     };
     let (records, recorded) = mpsc::unbounded_channel();
     let scheduler = Scheduler::new(
@@ -376,6 +393,7 @@ fn start_engine(
         records,
         Arc::clone(&metrics),
     );
+    let admission: Arc<dyn Admission> = scheduler.admission();
     let (stop, stopped) = watch::channel(false);
     let housekeeping = tokio::spawn(housekeeping::run(
         store.clone(),
@@ -390,7 +408,11 @@ fn start_engine(
         // The scheduler and its attempts held the only senders: the recorder drains and ends.
         let _ = recorder.await;
     });
-    Ok((stop, engine))
+    Ok(Engine {
+        stop,
+        handle: engine,
+        admission,
+    })
 }
 
 /// Takes the data directory's lock for the life of the process, so two instances can

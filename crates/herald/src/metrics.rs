@@ -30,6 +30,7 @@ pub struct Metrics {
     registry: Registry,
     events_ingested: Family<Label, Counter>,
     deliveries: Family<Label, Counter>,
+    attempts_started: Family<Label, Counter>,
     attempt_duration: Histogram,
     in_flight: Gauge,
     due: Gauge,
@@ -80,6 +81,12 @@ impl Metrics {
             "deliveries",
             "Delivery attempts by how they ended: success, failure (a retry is scheduled) or dead (no retry left)",
             deliveries.clone(),
+        );
+        let attempts_started = Family::<Label, Counter>::default();
+        registry.register(
+            "attempts_started",
+            "Delivery attempts started, by how the delivery got to this instance: claimed from the queue, or started in flight at intake",
+            attempts_started.clone(),
         );
         // 1 ms to about 65 s: loopback answers to the longest target timeout.
         let attempt_duration = Histogram::new(exponential_buckets(0.001, 2.0, 17));
@@ -151,6 +158,7 @@ impl Metrics {
             registry,
             events_ingested,
             deliveries,
+            attempts_started,
             attempt_duration,
             in_flight,
             due,
@@ -180,7 +188,13 @@ impl Metrics {
         self.attempt_duration.observe(duration.as_secs_f64());
     }
 
-    /// Sets the number of requests under way.
+    /// Counts one attempt started, of a delivery started in flight at intake or claimed.
+    pub fn attempt_started(&self, at_intake: bool) {
+        let how = if at_intake { "intake" } else { "claim" };
+        self.attempts_started.get_or_create(&[("from", how)]).inc();
+    }
+
+    /// Sets how many delivery requests are under way.
     pub fn set_in_flight(&self, count: u32) {
         self.in_flight.set(i64::from(count));
     }

@@ -12,7 +12,7 @@ mod subscriptions;
 mod targets;
 mod tenants;
 
-pub use publish::{Published, UnknownTenant};
+pub use publish::{Admission, NoAdmission, Published, UnknownTenant};
 
 use std::fmt;
 use std::sync::Arc;

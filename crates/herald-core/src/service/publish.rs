@@ -1,12 +1,51 @@
 //! Publishing events: idempotency, fan-out, and one durable write.
+//!
+//! A delivery either waits in its target's queue (`pending`) for the scheduler to
+//! claim it, or, when the scheduler has a worker free for its target and nothing
+//! queued ahead of it, starts in flight at once: it is stored `delivering` under a
+//! lease in the same commit as its event, and handed to the scheduler after the
+//! commit ([`Admission`]). That saves the claim's write and its round trip.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::id::{EventId, TargetId, TenantId};
-use crate::model::{Delivery, Event, NewEvent};
+use crate::model::{Delivery, DeliveryStatus, Event, NewEvent, Target};
 use crate::routing::{Route, fan_out};
 use crate::store::{EventRecord, Inserted, StoreError};
 use crate::time::Timestamp;
+
+/// Lets new deliveries start in flight at intake (see the module documentation).
+/// Implemented by the scheduler; [`NoAdmission`] queues every delivery.
+pub trait Admission: Send + Sync {
+    /// Whether a new delivery to `target` may start in flight now. A `true` reserves
+    /// a worker until [`Self::started`] or [`Self::released`] is called for it.
+    fn admit(&self, target: &TargetId) -> bool;
+    /// How long the lease of a delivery started at intake lasts.
+    fn lease(&self) -> Duration;
+    /// The admitted `delivery` of `event` is committed in flight: attempt it, with
+    /// `target` as configured when the event was accepted.
+    fn started(&self, delivery: Delivery, event: Arc<Event>, target: Arc<Target>);
+    /// The delivery admitted for `target` was not stored (its event was a duplicate or
+    /// the write failed): its reservation is free again.
+    fn released(&self, target: &TargetId);
+}
+
+/// Admits nothing: every delivery is queued for the scheduler.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAdmission;
+
+impl Admission for NoAdmission {
+    fn admit(&self, _: &TargetId) -> bool {
+        false
+    }
+    fn lease(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn started(&self, _: Delivery, _: Arc<Event>, _: Arc<Target>) {}
+    fn released(&self, _: &TargetId) {}
+}
 
 use super::{Management, ServiceError};
 
@@ -19,7 +58,8 @@ pub struct Published {
     pub deliveries: u32,
     /// Whether the idempotency key had been used before, so nothing new was stored.
     pub duplicate: bool,
-    /// The targets of the deliveries this call created (none for a duplicate).
+    /// The targets of the deliveries this call queued (none for a duplicate; those
+    /// started in flight at intake are not queued).
     pub targets: Vec<TargetId>,
 }
 
@@ -32,13 +72,77 @@ impl Management {
         tenant: &TenantId,
         events: Vec<NewEvent>,
     ) -> Result<Vec<Published>, ServiceError> {
+        self.publish_admitted(tenant, events, &NoAdmission).await
+    }
+
+    /// [`Self::publish`], starting the deliveries `admission` admits in flight.
+    pub async fn publish_admitted(
+        &self,
+        tenant: &TenantId,
+        events: Vec<NewEvent>,
+        admission: &dyn Admission,
+    ) -> Result<Vec<Published>, ServiceError> {
         let routes = self.cached_routes(tenant).await?;
         let now = Timestamp::now();
-        let records = events
+        let mut records: Vec<EventRecord> = events
             .into_iter()
-            .map(|new| record(tenant, &routes, new, now))
+            .map(|new| {
+                let mut record = record(tenant, &routes, new, now);
+                admit(&mut record, admission, now);
+                record
+            })
             .collect();
-        self.store_records(records).await
+        let targets = match self.admitted_targets(tenant, &mut records, admission).await {
+            Ok(targets) => targets,
+            Err(error) => {
+                let summaries = records.iter().map(|r| Summary::of(r, &HashMap::new()));
+                summaries.for_each(|s| s.release(admission));
+                return Err(error.into());
+            }
+        };
+        self.store_records(records, &targets, admission).await
+    }
+
+    /// Reads the current configuration of the targets of the admitted deliveries (the
+    /// scheduler's copy may predate a change); a delivery whose target is gone or off
+    /// is queued instead, and its reservation released.
+    async fn admitted_targets(
+        &self,
+        tenant: &TenantId,
+        records: &mut [EventRecord],
+        admission: &dyn Admission,
+    ) -> Result<HashMap<TargetId, Arc<Target>>, StoreError> {
+        let mut targets: HashMap<TargetId, Option<Arc<Target>>> = HashMap::new();
+        for delivery in records.iter().flat_map(|r| &r.deliveries) {
+            if delivery.status == DeliveryStatus::Delivering
+                && !targets.contains_key(&delivery.target_id)
+            {
+                let target = self.store.get_target(tenant, &delivery.target_id).await?;
+                let usable = target.filter(|t| t.active).map(Arc::new);
+                targets.insert(delivery.target_id.clone(), usable);
+            }
+        }
+        for record in records.iter_mut() {
+            for delivery in &mut record.deliveries {
+                if delivery.status == DeliveryStatus::Delivering
+                    && targets.get(&delivery.target_id).is_none_or(Option::is_none)
+                {
+                    delivery.status = DeliveryStatus::Pending;
+                    admission.released(&delivery.target_id);
+                }
+            }
+            if !record
+                .deliveries
+                .iter()
+                .any(|d| d.status == DeliveryStatus::Delivering)
+            {
+                record.leased_until = None;
+            }
+        }
+        Ok(targets
+            .into_iter()
+            .filter_map(|(id, target)| Some((id, target?)))
+            .collect())
     }
 
     /// Accepts events of several tenants, all in one commit (the Kafka source's
@@ -70,7 +174,10 @@ impl Management {
                 None => known.push(Err(UnknownTenant(tenant))),
             }
         }
-        let mut stored = self.store_records(records).await?.into_iter();
+        let mut stored = self
+            .store_records(records, &HashMap::new(), &NoAdmission)
+            .await?
+            .into_iter();
         let mut results = Vec::with_capacity(known.len());
         for known in known {
             results.push(match known {
@@ -83,40 +190,113 @@ impl Management {
         Ok(results)
     }
 
-    /// Stores records in one commit and says what each did.
+    /// Stores records in one commit and says what each did; hands the deliveries
+    /// started in flight to `admission`, or releases them if they were not stored.
     async fn store_records(
         &self,
         records: Vec<EventRecord>,
+        targets: &HashMap<TargetId, Arc<Target>>,
+        admission: &dyn Admission,
     ) -> Result<Vec<Published>, ServiceError> {
-        let summaries: Vec<(EventId, Vec<TargetId>)> = records
-            .iter()
-            .map(|r| {
-                let targets = r.deliveries.iter().map(|d| d.target_id.clone()).collect();
-                (r.event.id.clone(), targets)
-            })
-            .collect();
-        let inserted = self.store.insert_events(records).await?;
+        let summaries: Vec<Summary> = records.iter().map(|r| Summary::of(r, targets)).collect();
+        let inserted = match self.store.insert_events(records).await {
+            Ok(inserted) => inserted,
+            Err(error) => {
+                summaries.iter().for_each(|s| s.release(admission));
+                return Err(error.into());
+            }
+        };
         Ok(summaries
             .into_iter()
             .zip(inserted)
-            .map(|((id, targets), inserted)| match inserted {
-                Inserted::New => Published {
-                    id,
-                    deliveries: u32::try_from(targets.len()).unwrap_or(u32::MAX),
-                    duplicate: false,
-                    targets,
-                },
+            .map(|(summary, inserted)| match inserted {
+                Inserted::New => summary.start(admission),
                 Inserted::Duplicate {
                     original,
                     deliveries,
-                } => Published {
-                    id: original,
-                    deliveries,
-                    duplicate: true,
-                    targets: Vec::new(),
-                },
+                } => {
+                    summary.release(admission);
+                    Published {
+                        id: original,
+                        deliveries,
+                        duplicate: true,
+                        targets: Vec::new(),
+                    }
+                }
             })
             .collect())
+    }
+}
+
+/// Marks the deliveries `admission` admits to start in flight, under one lease.
+fn admit(record: &mut EventRecord, admission: &dyn Admission, now: Timestamp) {
+    let mut any = false;
+    for delivery in &mut record.deliveries {
+        if admission.admit(&delivery.target_id) {
+            delivery.status = DeliveryStatus::Delivering;
+            any = true;
+        }
+    }
+    if any {
+        record.leased_until = Some(now.plus(admission.lease()));
+    }
+}
+
+/// What is left to do for a record once the store has answered.
+struct Summary {
+    id: EventId,
+    deliveries: u32,
+    /// The targets of the deliveries queued.
+    queued: Vec<TargetId>,
+    /// The deliveries started in flight with their targets, and their event (only
+    /// then kept).
+    started: Vec<(Delivery, Option<Arc<Target>>)>,
+    event: Option<Arc<Event>>,
+}
+
+impl Summary {
+    fn of(record: &EventRecord, targets: &HashMap<TargetId, Arc<Target>>) -> Self {
+        let (started, queued): (Vec<&Delivery>, Vec<&Delivery>) = record
+            .deliveries
+            .iter()
+            .partition(|d| d.status == DeliveryStatus::Delivering);
+        Self {
+            id: record.event.id.clone(),
+            deliveries: u32::try_from(record.deliveries.len()).unwrap_or(u32::MAX),
+            queued: queued.into_iter().map(|d| d.target_id.clone()).collect(),
+            event: (!started.is_empty()).then(|| Arc::new(record.event.clone())),
+            started: started
+                .into_iter()
+                .map(|d| (d.clone(), targets.get(&d.target_id).cloned()))
+                .collect(),
+        }
+    }
+
+    /// The record was stored: its deliveries in flight go to `admission`.
+    fn start(self, admission: &dyn Admission) -> Published {
+        if let Some(event) = &self.event {
+            for (delivery, target) in self.started {
+                match target {
+                    Some(target) => admission.started(delivery, Arc::clone(event), target),
+                    // Not reached: every admitted delivery's target was read. Its lease
+                    // expires and it is claimed like any other.
+                    None => admission.released(&delivery.target_id),
+                }
+            }
+        }
+        Published {
+            id: self.id,
+            deliveries: self.deliveries,
+            duplicate: false,
+            targets: self.queued,
+        }
+    }
+
+    /// The record was not stored: free its reservations.
+    fn release(&self, admission: &dyn Admission) {
+        self.started
+            .iter()
+            .for_each(|(d, _)| admission.released(&d.target_id));
     }
 }
 
@@ -148,5 +328,9 @@ fn record(tenant: &TenantId, routes: &[Route], new: NewEvent, now: Timestamp) ->
             )
         })
         .collect();
-    EventRecord { event, deliveries }
+    EventRecord {
+        event,
+        deliveries,
+        leased_until: None,
+    }
 }

@@ -28,8 +28,8 @@ use crate::time::Timestamp;
 
 pub use page::{Page, PageRequest};
 pub use queue::{
-    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, Inserted, OutcomeRecord,
-    QueueStats, Requeue, SharedLimits, WaitingTarget,
+    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, INTAKE_LEASE_TOKEN,
+    Inserted, OutcomeRecord, QueueStats, Requeue, SharedLimits, WaitingTarget,
 };
 
 /// Why a store operation failed, in backend-neutral terms.

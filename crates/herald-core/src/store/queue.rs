@@ -15,6 +15,13 @@
 //! putting the delivery back in its lane, due at once. Leases are longer than the longest
 //! target timeout (a configuration rule), so while workers are alive no delivery has
 //! two requests in flight.
+//!
+//! **Started at intake.** A new delivery may also be stored already `delivering`,
+//! leased to the instance that accepted its event (token [`INTAKE_LEASE_TOKEN`], until
+//! [`EventRecord::leased_until`]): that instance starts its attempt as soon as the
+//! event is committed, without a claim. Such a delivery is in flight like a claimed
+//! one: its outcome is fenced by the token, its lease is renewed or expires, and it
+//! counts against its target's in-flight limit.
 
 use std::sync::Arc;
 
@@ -25,13 +32,32 @@ use crate::model::{Attempt, Delivery, DeliveryStatus, Event, RateLimit, Target};
 use crate::outcome::Verdict;
 use crate::time::Timestamp;
 
+/// The fencing token of a delivery stored in flight at intake (a claim of a pending
+/// delivery increments the token from 0, so this is the token its first claim would
+/// have had).
+pub const INTAKE_LEASE_TOKEN: i64 = 1;
+
 /// An event and the deliveries its fan-out produced, written together.
 #[derive(Debug, Clone)]
 pub struct EventRecord {
     /// The event.
     pub event: Event,
-    /// One delivery per target that receives it.
+    /// One delivery per target that receives it. Each is `pending`, or `delivering`
+    /// when it starts in flight at intake.
     pub deliveries: Vec<Delivery>,
+    /// When the lease of the deliveries stored `delivering` expires (their token is
+    /// [`INTAKE_LEASE_TOKEN`]); `None` when every delivery is pending.
+    pub leased_until: Option<Timestamp>,
+}
+
+impl EventRecord {
+    /// The lease expiry to store with `delivery`: `None` unless it starts in flight.
+    /// One in flight without a `leased_until` gets a lease that has already expired,
+    /// so lease recovery makes it due instead of leaving it in flight forever.
+    pub fn lease_of(&self, delivery: &Delivery) -> Option<Timestamp> {
+        (delivery.status == DeliveryStatus::Delivering)
+            .then(|| self.leased_until.unwrap_or(delivery.created_at))
+    }
 }
 
 /// What inserting an event did.

@@ -14,8 +14,8 @@ use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event, Target};
 use herald_core::store::{
-    Change, Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, Inserted,
-    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
+    Change, Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, INTAKE_LEASE_TOKEN,
+    Inserted, OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use tokio_postgres::Row;
@@ -95,14 +95,28 @@ async fn insert_deliveries(
     records: &[EventRecord],
     new: &HashSet<String>,
 ) -> Result<(), StoreError> {
-    let deliveries: Vec<&Delivery> = records
+    let (deliveries, leases): (Vec<&Delivery>, Vec<Option<i64>>) = records
         .iter()
         .filter(|r| new.contains(r.event.id.as_str()))
-        .flat_map(|r| &r.deliveries)
-        .collect();
+        .flat_map(|r| {
+            r.deliveries
+                .iter()
+                .map(|d| (d, r.lease_of(d).map(Timestamp::as_millis)))
+        })
+        .unzip();
     if deliveries.is_empty() {
         return Ok(());
     }
+    let lease_tokens: Vec<i64> = leases
+        .iter()
+        .map(|lease| {
+            if lease.is_some() {
+                INTAKE_LEASE_TOKEN
+            } else {
+                0
+            }
+        })
+        .collect();
     let text = |f: fn(&Delivery) -> &str| deliveries.iter().map(|d| f(d)).collect::<Vec<_>>();
     let millis = |f: fn(&Delivery) -> Timestamp| {
         deliveries
@@ -119,10 +133,11 @@ async fn insert_deliveries(
     rows::execute(
         t,
         "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, \
-         attempts, next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at) \
+         attempts, next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at, \
+         lease_token, lease_expires_at) \
          SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[], \
-         $14::bigint[])",
+         $14::bigint[], $15::bigint[], $16::bigint[])",
         &[
             &text(|d| d.id.as_str()),
             &text(|d| d.tenant_id.as_str()),
@@ -138,6 +153,8 @@ async fn insert_deliveries(
             &errors,
             &millis(|d| d.created_at),
             &millis(|d| d.updated_at),
+            &lease_tokens,
+            &leases,
         ],
     )
     .await

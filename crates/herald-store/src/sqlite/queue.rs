@@ -10,8 +10,8 @@ use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, Inserted, OutcomeRecord, Page,
-    PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
+    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, INTAKE_LEASE_TOKEN, Inserted,
+    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -84,17 +84,28 @@ fn insert_event(connection: &Connection, record: &EventRecord) -> Result<Inserte
         ],
     )?;
     for delivery in &record.deliveries {
-        insert_delivery(connection, delivery)?;
+        insert_delivery(connection, delivery, record.lease_of(delivery))?;
     }
     Ok(Inserted::New)
 }
 
-fn insert_delivery(connection: &Connection, delivery: &Delivery) -> Result<(), StoreError> {
+/// Inserts a delivery, in flight under the intake lease when `lease` is given.
+fn insert_delivery(
+    connection: &Connection,
+    delivery: &Delivery,
+    lease: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    let lease_token = if lease.is_some() {
+        INTAKE_LEASE_TOKEN
+    } else {
+        0
+    };
     execute(
         connection,
         "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, attempts, \
-         next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+         next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at, lease_token, \
+         lease_expires_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             delivery.id.as_str(),
             delivery.tenant_id.as_str(),
@@ -110,6 +121,8 @@ fn insert_delivery(connection: &Connection, delivery: &Delivery) -> Result<(), S
             delivery.last_error,
             delivery.created_at.as_millis(),
             delivery.updated_at.as_millis(),
+            lease_token,
+            lease.map(Timestamp::as_millis),
         ],
     )
     .map(drop)

@@ -141,5 +141,9 @@ pub fn event_record(
             )
         })
         .collect();
-    EventRecord { event, deliveries }
+    EventRecord {
+        event,
+        deliveries,
+        leased_until: None,
+    }
 }

@@ -68,6 +68,7 @@ conformance!(
     routes_are_active_subscriptions_of_active_targets,
     claims_take_due_deliveries_once,
     an_expired_lease_is_taken_over_and_fences_the_old_claim,
+    deliveries_started_at_intake_are_in_flight_under_a_lease,
     outcomes_update_the_delivery_and_log_attempts,
     deliveries_list_by_status_target_and_type,
     requeue_and_redrive,

@@ -313,6 +313,92 @@ pub async fn an_expired_lease_is_taken_over_and_fences_the_old_claim(backend: Ba
     assert_eq!(attempts.len(), 1, "only the fenced-in attempt is logged");
 }
 
+/// A delivery stored `delivering` at intake is in flight under the intake lease: not
+/// claimable, its outcome fenced by the intake token, recovered when the lease expires.
+pub async fn deliveries_started_at_intake_are_in_flight_under_a_lease(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let both = [
+        (&routes[0].0.id, &routes[0].1),
+        (&routes[1].0.id, &routes[1].1),
+    ];
+    let mut started = event_record(&acme, "a.b", None, &both, at(0));
+    started.deliveries[0].status = DeliveryStatus::Delivering;
+    started.leased_until = Some(at(100));
+    let mut lapsing = event_record(&acme, "a.b", None, &both[..1], at(0));
+    lapsing.deliveries[0].status = DeliveryStatus::Delivering;
+    lapsing.leased_until = Some(at(100));
+    let (in_flight, queued, lapsed) = (
+        started.deliveries[0].clone(),
+        started.deliveries[1].clone(),
+        lapsing.deliveries[0].clone(),
+    );
+    store.insert_events(vec![started, lapsing]).await.unwrap();
+
+    let stored = store.get_delivery(&acme, &in_flight.id).await.unwrap();
+    assert_eq!(stored.map(|d| d.status), Some(DeliveryStatus::Delivering));
+    let claimed = claim_due(store, &routes, at(10), 10, LEASE).await.unwrap();
+    let ids: Vec<_> = claimed.iter().map(|c| c.delivery.id.clone()).collect();
+    assert_eq!(
+        ids,
+        vec![queued.id.clone()],
+        "only the queued delivery is claimable"
+    );
+    let limited = ClaimRequest {
+        target_id: routes[0].0.id.clone(),
+        first_attempts: 1,
+        retries: 0,
+        limits: SharedLimits {
+            max_in_flight: 2,
+            rate: None,
+        },
+    };
+    let claimed = store.claim(vec![limited], at(10), LEASE).await.unwrap();
+    assert_eq!(
+        claimed.held_back.len(),
+        1,
+        "both deliveries started at intake count against the in-flight cap"
+    );
+
+    let intake_claim = Claim {
+        delivery: in_flight.clone(),
+        lease_token: herald_core::store::INTAKE_LEASE_TOKEN,
+        event: std::sync::Arc::new(stored_event(store, &acme, &in_flight).await),
+        target: std::sync::Arc::new(routes[0].0.clone()),
+    };
+    let done = outcome(&intake_claim, DeliveryStatus::Succeeded, at(20), 200);
+    assert_eq!(
+        store.record_outcomes(vec![done], at(20)).await.unwrap(),
+        vec![true],
+        "the intake token fences its outcome in"
+    );
+    assert_eq!(
+        store.recover_expired_leases(at(50)).await.unwrap(),
+        0,
+        "not expired yet"
+    );
+    assert_eq!(store.recover_expired_leases(at(150)).await.unwrap(), 1);
+    let retaken = claim_due(store, &routes, at(150), 10, LEASE).await.unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(
+        retaken[0].delivery.id, lapsed.id,
+        "the lapsed lease is due again"
+    );
+    assert!(retaken[0].lease_token > herald_core::store::INTAKE_LEASE_TOKEN);
+}
+
+async fn stored_event(
+    store: &Store,
+    tenant: &herald_core::id::TenantId,
+    delivery: &herald_core::model::Delivery,
+) -> herald_core::model::Event {
+    store
+        .get_event(tenant, &delivery.event_id)
+        .await
+        .unwrap()
+        .expect("the event is stored")
+}
+
 pub async fn outcomes_update_the_delivery_and_log_attempts(backend: Backend) {
     let store = &backend.store;
     let (acme, routes) = setup(store, 1).await;

@@ -187,7 +187,10 @@ async fn publish_one(
         .ingest_limits
         .admit(&state.management, tenant, 1)
         .await?;
-    let published = state.management.publish(tenant, vec![event]).await?;
+    let published = state
+        .management
+        .publish_admitted(tenant, vec![event], &*state.admission)
+        .await?;
     count_ingested(state, &published);
     let published = published
         .into_iter()
@@ -294,7 +297,10 @@ pub async fn publish_batch(
     } else {
         None
     };
-    let published = state.management.publish(&tenant, valid).await?;
+    let published = state
+        .management
+        .publish_admitted(&tenant, valid, &*state.admission)
+        .await?;
     count_ingested(&state, &published);
     state.hints.first_attempts(
         published.iter().flat_map(|p| p.targets.iter().cloned()),

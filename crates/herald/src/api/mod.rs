@@ -29,7 +29,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Extension};
 use axum::http::{Method, Uri};
 use herald_core::auth::KeyHash;
-use herald_core::service::Management;
+use herald_core::service::{Admission, Management};
 
 use crate::metrics::Metrics;
 use crate::scheduler::Hints;
@@ -54,6 +54,8 @@ pub struct AppState {
     pub admin_token: KeyHash,
     /// Wakes the scheduler when new deliveries are committed.
     pub hints: Arc<Hints>,
+    /// Lets new deliveries start in flight at intake when workers are free.
+    pub admission: Arc<dyn Admission>,
     /// Largest accepted event payload, in bytes.
     pub max_payload: usize,
     /// Per-tenant ingest limits.

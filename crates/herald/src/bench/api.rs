@@ -116,6 +116,23 @@ impl Api {
         Ok(())
     }
 
+    /// The value of one sample of `/metrics` (its name and labels as exposed, e.g.
+    /// `herald_deliveries_total{result="success"}`); 0 while it has none.
+    pub async fn metric(&self, sample: &str) -> anyhow::Result<f64> {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(text
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0))
+    }
+
     /// POSTs a serialized body to an intake path; fails unless it is accepted.
     pub async fn publish_to(&self, path: &str, key: &str, body: String) -> anyhow::Result<()> {
         let response = self

@@ -159,18 +159,9 @@ async fn produce(
 async fn wait_until_stored(api: &Api, records: u64, started: Instant) -> anyhow::Result<Duration> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        let text = api
-            .http
-            .get(format!("{}/metrics", api.base))
-            .send()
-            .await?
-            .text()
+        let accepted = api
+            .metric(r#"herald_kafka_records_total{result="accepted"}"#)
             .await?;
-        let accepted = text
-            .lines()
-            .find_map(|line| line.strip_prefix(r#"herald_kafka_records_total{result="accepted"} "#))
-            .and_then(|value| value.trim().parse::<f64>().ok())
-            .unwrap_or(0.0);
         if accepted >= records as f64 {
             return Ok(started.elapsed());
         }

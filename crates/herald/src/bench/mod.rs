@@ -78,6 +78,10 @@ pub struct BenchArgs {
     /// Concurrent producers (HTTP connections publishing events).
     #[arg(long, default_value_t = 32)]
     pub producers: usize,
+    /// Events per publish request: 1 posts each to `/v1/events`, more post them
+    /// together to `/v1/events/batch` (at most 1,000), as a busy producer would.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub publish_batch: u64,
     /// Print the result as one JSON line as well.
     #[arg(long)]
     pub json: bool,

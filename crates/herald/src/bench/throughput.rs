@@ -30,6 +30,8 @@ struct Load {
     rate: u64,
     payload_bytes: usize,
     producers: usize,
+    /// Events per publish request.
+    batch: u64,
 }
 
 impl Load {
@@ -47,6 +49,7 @@ impl Load {
             rate: args.rate.unwrap_or(rate),
             payload_bytes: args.payload_bytes,
             producers: args.producers,
+            batch: args.publish_batch,
         }
     }
 
@@ -182,6 +185,13 @@ async fn measure(deployment: &Deployment, load: Load, tenant: &str) -> anyhow::R
     let received = receiver.count().max(1) as f64;
     report["instances"] = json!(deployment.servers.len());
     report["cpuMsPerDelivery"] = json!(herald_cpu * 1000.0 / received);
+    let mut at_intake = 0.0;
+    for api in &deployment.apis {
+        at_intake += api
+            .metric(r#"herald_attempts_started_total{from="intake"}"#)
+            .await?;
+    }
+    report["startedAtIntake"] = json!(at_intake);
     report["heraldRssMb"] = json!(deployment.rss_bytes()? as f64 / 1_048_576.0);
     if let (Some(probe), Some(before), Some(sampling)) =
         (&deployment.postgres, postgres_cpu, sampling)
@@ -200,7 +210,12 @@ async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
         http: http.clone(),
         base: receiver.url(""),
     };
-    let load = Load { fan_out: 1, ..load };
+    // The receiver takes one delivery per request, so the baseline never batches.
+    let load = Load {
+        fan_out: 1,
+        batch: 1,
+        ..load
+    };
     let tool_cpu = process::cpu_seconds(std::process::id())?;
     let started = Instant::now();
     // Straight to the receiver, the body is what Herald would deliver: the payload.
@@ -270,7 +285,7 @@ async fn preload(
 }
 
 /// Publishes `load.events` bodies made by `body` from `load.producers` concurrent
-/// producers, spread evenly over `apis` (the instances).
+/// producers, spread evenly over `apis` (the instances), `load.batch` per request.
 async fn publish(
     apis: &[Api],
     key: &str,
@@ -284,15 +299,23 @@ async fn publish(
         let (api, key, next) = (api.clone(), key.to_owned(), Arc::clone(&next));
         producers.spawn(async move {
             loop {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= load.events {
+                let first = next.fetch_add(load.batch, Ordering::Relaxed);
+                if first >= load.events {
                     return Ok::<(), anyhow::Error>(());
                 }
                 if load.rate > 0 {
-                    let due = started + Duration::from_secs_f64(n as f64 / load.rate as f64);
+                    let due = started + Duration::from_secs_f64(first as f64 / load.rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                api.publish(&key, body(load.payload_bytes)).await?;
+                let count = load.batch.min(load.events - first);
+                if load.batch == 1 {
+                    api.publish(&key, body(load.payload_bytes)).await?;
+                } else {
+                    let events: Vec<String> =
+                        (0..count).map(|_| body(load.payload_bytes)).collect();
+                    let batch = format!("{{\"events\":[{}]}}", events.join(","));
+                    api.publish_to("/v1/events/batch", &key, batch).await?;
+                }
             }
         });
     }
@@ -315,6 +338,7 @@ fn figures(
     let (cores, load_average) = machine_load();
     json!({
         "events": load.events, "fanOut": load.fan_out, "rate": load.rate,
+        "publishBatch": load.batch,
         "expected": load.deliveries(), "deliveries": received,
         "ingestPerSecond": load.events as f64 / ingest.as_secs_f64(),
         "deliveredPerSecond": received.min(load.deliveries()) as f64 / delivered.as_secs_f64(),
@@ -329,7 +353,7 @@ fn print(scenario: &str, report: &Value, json: bool) {
     let number = |key: &str| report[key].as_f64().unwrap_or(0.0);
     let latency = |key: &str| report["latencyMs"][key].as_f64().unwrap_or(0.0);
     let mut line = format!(
-        "{scenario}: {} events × fan-out {} (rate {}): ingest {:.0}/s, delivered {:.0}/s ({} deliveries), \
+        "{scenario}: {} events × fan-out {} (rate {}, {} per request): ingest {:.0}/s, delivered {:.0}/s ({} deliveries), \
          latency p50 {:.1} ms p90 {:.1} ms p99 {:.1} ms max {:.1} ms",
         report["events"],
         report["fanOut"],
@@ -337,6 +361,7 @@ fn print(scenario: &str, report: &Value, json: bool) {
             Some(0) | None => "max".to_owned(),
             Some(rate) => format!("{rate}/s"),
         },
+        report["publishBatch"],
         number("ingestPerSecond"),
         number("deliveredPerSecond"),
         report["deliveries"],
@@ -347,9 +372,10 @@ fn print(scenario: &str, report: &Value, json: bool) {
     );
     if report.get("cpuMsPerDelivery").is_some() {
         line.push_str(&format!(
-            ", Herald CPU {:.3} ms/delivery, Herald RSS {:.0} MB",
+            ", Herald CPU {:.3} ms/delivery, Herald RSS {:.0} MB, {:.0}% started at intake",
             number("cpuMsPerDelivery"),
-            number("heraldRssMb")
+            number("heraldRssMb"),
+            number("startedAtIntake") * 100.0 / number("deliveries").max(1.0),
         ));
     }
     if report.get("postgresCpuMsPerDelivery").is_some() {

@@ -14,6 +14,7 @@
 //! instance, a restart) is found within a second. No transaction is open while a
 //! request is in flight.
 
+mod admission;
 pub mod hints;
 mod plan;
 mod target_flow;
@@ -28,7 +29,9 @@ use herald_core::id::{DeliveryId, TargetId};
 use herald_core::model::DeliveryStatus;
 use herald_core::outcome::{AttemptResult, Progress, Verdict, judge};
 use herald_core::retry::RetryPolicy;
-use herald_core::store::{Claim, ClaimRequest, Claimed, OutcomeRecord, Store, StoreError};
+use herald_core::store::{
+    Claim, ClaimRequest, Claimed, INTAKE_LEASE_TOKEN, OutcomeRecord, Store, StoreError,
+};
 use herald_core::time::Timestamp;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -38,6 +41,8 @@ use crate::dispatcher::Dispatcher;
 use crate::metrics::{DeliveryResult, Metrics};
 use crate::outcome::Record;
 
+pub use admission::IntakeAdmission;
+use admission::Spent;
 pub use hints::Hints;
 use plan::{Demand, plan};
 use target_flow::TargetFlow;
@@ -106,6 +111,10 @@ pub struct SchedulerSettings {
     pub lease: Duration,
     /// Most attempts in flight at once.
     pub concurrency: u32,
+    /// Whether free workers are granted to intake, which then stores new deliveries
+    /// already in flight ([`IntakeAdmission`]). Only where this instance alone claims
+    /// from the store: on a shared store, claims enforce limits across instances.
+    pub start_at_intake: bool,
 }
 
 impl SchedulerSettings {
@@ -194,6 +203,11 @@ pub struct Scheduler {
     /// (shared with the renewing task).
     held: Held,
     rotation: usize,
+    /// The grants of free workers to intake, and its reports of spending them.
+    admission: Arc<IntakeAdmission>,
+    spent: mpsc::UnboundedReceiver<Spent>,
+    /// The grants offered at the last pass, counted in `in_flight` until taken back.
+    offered: HashMap<TargetId, u32>,
 }
 
 impl Scheduler {
@@ -208,7 +222,11 @@ impl Scheduler {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel();
+        let (admission, spent) = IntakeAdmission::new(settings.lease);
         Self {
+            admission,
+            spent,
+            offered: HashMap::new(),
             metrics,
             store,
             dispatcher,
@@ -225,6 +243,11 @@ impl Scheduler {
         }
     }
 
+    /// Where intake asks whether a new delivery may start in flight at once.
+    pub fn admission(&self) -> Arc<IntakeAdmission> {
+        Arc::clone(&self.admission)
+    }
+
     /// Runs until `shutdown` turns true (or its sender is dropped), then waits up to
     /// `grace` for attempts under way so their outcomes are recorded.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>, grace: Duration) {
@@ -238,6 +261,7 @@ impl Scheduler {
         ));
         while !*shutdown.borrow() {
             self.take_finished();
+            self.take_spent();
             if self.take_hints() {
                 next_rescan = Instant::now();
             }
@@ -259,6 +283,7 @@ impl Scheduler {
             let wake = wake_at.map_or(next_rescan, |at| instant_of(at, now).min(next_rescan));
             tokio::select! {
                 Some(finished) = self.finished_rx.recv() => self.finish(finished),
+                Some(spent) = self.spent.recv() => self.spent_at_intake(spent),
                 () = self.hints.arrived() => {}
                 () = tokio::time::sleep_until(wake) => {}
                 // A dropped sender (the app dropped without `stop`) means stop too.
@@ -273,9 +298,19 @@ impl Scheduler {
     /// Waits up to `grace` for the attempts under way and forwards their outcomes.
     async fn drain(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
+        let admission = Arc::clone(&self.admission);
+        self.take_back_grants(&mut admission.grants());
         while self.in_flight > 0 {
-            match tokio::time::timeout_at(deadline, self.finished_rx.recv()).await {
-                Ok(Some(finished)) => self.finish(finished),
+            let next = async {
+                tokio::select! {
+                    finished = self.finished_rx.recv() => finished.map(Ok),
+                    spent = self.spent.recv() => spent.map(Err),
+                }
+            };
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Some(Ok(finished))) => self.finish(finished),
+                // Grants intake spent while stopping: their attempts go too.
+                Ok(Some(Err(spent))) => self.spent_at_intake(spent),
                 // Past the grace, the leases of the rest expire and they are retried.
                 Ok(None) | Err(_) => break,
             }
@@ -285,6 +320,81 @@ impl Scheduler {
     fn take_finished(&mut self) {
         while let Ok(finished) = self.finished_rx.try_recv() {
             self.finish(finished);
+        }
+    }
+
+    fn take_spent(&mut self) {
+        while let Ok(spent) = self.spent.try_recv() {
+            self.spent_at_intake(spent);
+        }
+    }
+
+    /// Starts a delivery intake committed in flight, or frees an unused grant. Either
+    /// way its grant was counted in flight when offered.
+    fn spent_at_intake(&mut self, spent: Spent) {
+        match spent {
+            Spent::Started(delivery, event, target) => {
+                let now = Timestamp::now();
+                if let Some(flow) = self.targets.get_mut(&delivery.target_id) {
+                    flow.reconfigure(Arc::clone(&target), now);
+                }
+                let claim = Claim {
+                    target,
+                    delivery: *delivery,
+                    lease_token: INTAKE_LEASE_TOKEN,
+                    event,
+                };
+                self.begin(claim, false, true);
+            }
+            Spent::Released(target) => self.uncount(&target, 1),
+        }
+    }
+
+    /// Takes in-flight counts back from `target` (grants not used).
+    fn uncount(&mut self, target: &TargetId, count: u32) {
+        self.in_flight = self.in_flight.saturating_sub(count);
+        if let Some(flow) = self.targets.get_mut(target) {
+            flow.in_flight = flow.in_flight.saturating_sub(count);
+        }
+    }
+
+    /// Takes back the grants intake left unspent (held locked in `grants`).
+    fn take_back_grants(&mut self, grants: &mut HashMap<TargetId, u32>) {
+        self.offered.clear();
+        for (target, unspent) in grants.drain() {
+            self.uncount(&target, unspent);
+        }
+    }
+
+    /// Grants up to `free` workers to targets with nothing queued, shared evenly,
+    /// counting them in flight until taken back.
+    fn offer_grants(&mut self, grants: &mut HashMap<TargetId, u32>, free: u32, now: Timestamp) {
+        if !self.settings.start_at_intake || free == 0 {
+            return;
+        }
+        let rooms: Vec<(TargetId, u32)> = self
+            .targets
+            .iter()
+            .map(|(id, flow)| (id.clone(), flow.intake_room(now)))
+            .filter(|(_, room)| *room > 0)
+            .collect();
+        if rooms.is_empty() {
+            return;
+        }
+        let share = free.div_ceil(u32::try_from(rooms.len()).unwrap_or(u32::MAX));
+        let mut left = free;
+        for (target, room) in rooms {
+            let grant = room.min(share).min(left);
+            if grant == 0 {
+                break;
+            }
+            left -= grant;
+            if let Some(flow) = self.targets.get_mut(&target) {
+                flow.in_flight += grant;
+            }
+            self.in_flight += grant;
+            self.offered.insert(target.clone(), grant);
+            grants.insert(target, grant);
         }
     }
 
@@ -331,6 +441,11 @@ impl Scheduler {
             }
         };
         let now = Timestamp::now();
+        // Grants count as in flight: taken back (none is offered again before the next
+        // pass), targets with nothing under way can be forgotten.
+        let admission = Arc::clone(&self.admission);
+        let mut grants = admission.grants();
+        self.take_back_grants(&mut grants);
         for flow in self.targets.values_mut() {
             flow.first_due = None;
             flow.retry_due = None;
@@ -357,7 +472,29 @@ impl Scheduler {
     }
 
     /// The claims of this pass, and when to look again if there are none.
+    /// Takes back the grants to intake first and offers new ones last, from the
+    /// workers the claims leave free.
     fn plan_pass(&mut self, now: Timestamp) -> (Vec<ClaimRequest>, Option<Timestamp>) {
+        let admission = Arc::clone(&self.admission);
+        let mut grants = admission.grants();
+        self.take_back_grants(&mut grants);
+        let (requests, wake_at) = self.plan_claims(now);
+        let claimed: u32 = requests
+            .iter()
+            .map(|r| r.first_attempts.saturating_add(r.retries))
+            .sum();
+        let free = self
+            .settings
+            .concurrency
+            .saturating_sub(self.in_flight)
+            .saturating_sub(claimed);
+        self.offer_grants(&mut grants, free, now);
+        drop(grants);
+        self.report_in_flight();
+        (requests, wake_at)
+    }
+
+    fn plan_claims(&mut self, now: Timestamp) -> (Vec<ClaimRequest>, Option<Timestamp>) {
         let capacity = self.settings.concurrency.saturating_sub(self.in_flight);
         let mut wake_at: Option<Timestamp> = None;
         let mut demands = Vec::new();
@@ -468,9 +605,23 @@ impl Scheduler {
         if retry {
             self.retries_in_flight += 1;
         }
-        self.metrics.set_in_flight(self.in_flight);
+        self.begin(claim, retry, false);
+    }
+
+    /// Starts the attempt of a delivery already counted in flight.
+    fn begin(&mut self, claim: Claim, retry: bool, at_intake: bool) {
+        self.metrics.attempt_started(at_intake);
+        self.report_in_flight();
         lock(&self.held).insert(claim.delivery.id.clone(), claim.lease_token);
         self.spawn_attempt(claim, retry);
+    }
+
+    /// Requests under way: what is counted in flight, less the grants offered to intake
+    /// (some of which may be spent and committing: they show from the next pass).
+    fn report_in_flight(&self) {
+        let offered: u32 = self.offered.values().sum();
+        self.metrics
+            .set_in_flight(self.in_flight.saturating_sub(offered));
     }
 
     fn spawn_attempt(&self, claim: Claim, retry: bool) {
@@ -544,7 +695,7 @@ impl Scheduler {
                 flow.retries_in_flight = flow.retries_in_flight.saturating_sub(1);
             }
         }
-        self.metrics.set_in_flight(self.in_flight);
+        self.report_in_flight();
         let Some(attempted) = finished.outcome else {
             tracing::error!(target = %finished.target_id, "an attempt ended without an outcome; its lease will expire and it will be retried");
             return;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use herald_core::flow::circuit::Admission;
-use herald_core::flow::{Circuit, ConcurrencyWindow, TokenBucket};
+use herald_core::flow::{Circuit, CircuitState, ConcurrencyWindow, TokenBucket};
 use herald_core::model::Target;
 use herald_core::store::SharedLimits;
 use herald_core::time::Timestamp;
@@ -142,6 +142,30 @@ impl TargetFlow {
             && self.retry_due.is_none()
             && self.gone_since.is_none()
             && self.paused_until.is_none_or(|until| until <= now)
+    }
+
+    /// How many new deliveries may start in flight at intake now: only while nothing
+    /// of its first attempts is queued (they go first), it is not paused, its circuit
+    /// is closed and it has no rate limit (tokens are spent by claims), within its
+    /// concurrency window.
+    pub fn intake_room(&self, now: Timestamp) -> u32 {
+        let paused = [self.paused_until, self.held_until]
+            .into_iter()
+            .flatten()
+            .any(|until| until > now);
+        if !self.target.active
+            || self.gone_since.is_some()
+            || self.first_due.is_some()
+            || paused
+            || self.circuit.state != CircuitState::Closed
+            || self.bucket.is_some()
+        {
+            return 0;
+        }
+        self.window
+            .current()
+            .saturating_sub(self.in_flight + self.unsettled)
+            .min(MAX_PER_PASS)
     }
 
     /// How much the target may be sent at `now`, under every limit at once: active,

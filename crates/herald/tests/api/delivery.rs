@@ -473,3 +473,88 @@ async fn deliveries_list_by_status_target_and_event_type() {
         .await
         .assert_problem(400, "invalid-query");
 }
+
+/// The counter of attempts started, by how their delivery reached the scheduler.
+async fn attempts_started(app: &TestApp, from: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("scraped")
+        .text()
+        .await
+        .expect("body");
+    let sample = format!("herald_attempts_started_total{{from=\"{from}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample.as_str()))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_deliveries_start_at_intake_when_workers_are_free() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::start().await;
+    let (_, key) = app.tenant("Acme").await;
+    app.subscribed_target(&key, &receiver.url("/free"), json!({}))
+        .await;
+    // Its tokens are spent by claims, so it never starts at intake.
+    app.subscribed_target(
+        &key,
+        &receiver.url("/limited"),
+        json!({ "rateLimitPerSecond": 1000 }),
+    )
+    .await;
+    let publish = |n: usize| {
+        let app = &app;
+        let key = &key;
+        async move {
+            app.post(
+                "/v1/events",
+                key,
+                json!({ "type": "a.b", "payload": { "n": n } }),
+            )
+            .await
+            .expect(202)
+        }
+    };
+    // The first event of a target the scheduler does not know yet is queued.
+    publish(0).await;
+    eventually("the first deliveries", || async {
+        (receiver.received().len() == 2).then_some(())
+    })
+    .await;
+    for n in 1..=20 {
+        publish(n).await;
+    }
+    eventually("every delivery", || async {
+        (receiver.received().len() == 42).then_some(())
+    })
+    .await;
+
+    let ids = |path: &str| {
+        let received = receiver.received_on(path);
+        let ids: std::collections::HashSet<String> = received
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
+        (received.len(), ids.len())
+    };
+    assert_eq!(ids("/free"), (21, 21), "each event once");
+    assert_eq!(ids("/limited"), (21, 21), "each event once");
+    let (at_intake, claimed) = (
+        attempts_started(&app, "intake").await,
+        attempts_started(&app, "claim").await,
+    );
+    assert_eq!(at_intake + claimed, 42.0);
+    if app.storage.database_url.is_some() {
+        assert_eq!(at_intake, 0.0, "a shared store: every delivery is claimed");
+    } else {
+        assert!(
+            (10.0..=20.0).contains(&at_intake),
+            "most of the free target's deliveries start at intake, none of the limited one's: {at_intake}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.received().len(), 42, "nothing is delivered twice");
+}

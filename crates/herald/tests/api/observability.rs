@@ -89,6 +89,12 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
     );
     assert_eq!(value(r#"herald_deliveries_total{result="dead"}"#), 2.0);
     assert_eq!(value("herald_requests_in_flight"), 0.0);
+    assert_eq!(
+        value(r#"herald_attempts_started_total{from="claim"}"#).max(0.0)
+            + value(r#"herald_attempts_started_total{from="intake"}"#).max(0.0),
+        7.0,
+        "every attempt started once, claimed or at intake"
+    );
     // The 429's Retry-After pauses its target: its retry waits 30 s, and the second
     // event's delivery to it is due but held back by the pause.
     assert_eq!(value("herald_deliveries_due"), 1.0);
@@ -132,7 +138,7 @@ async fn metrics_count_ingest_results_durations_and_the_queue() {
         .parse()
         .expect("a count");
     assert_eq!(
-        families, 11,
+        families, 12,
         "every metric family is there (a family with no sample yet is left out)"
     );
 
