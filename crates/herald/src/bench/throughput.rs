@@ -137,6 +137,17 @@ impl Deployment {
     }
 
     /// The instances' CPU time so far, together.
+    /// Attempts started at intake so far, over every instance.
+    async fn started_at_intake(&self) -> anyhow::Result<f64> {
+        let mut total = 0.0;
+        for api in &self.apis {
+            total += api
+                .metric(r#"herald_attempts_started_total{from="intake"}"#)
+                .await?;
+        }
+        Ok(total)
+    }
+
     fn cpu_seconds(&self) -> anyhow::Result<f64> {
         self.servers.iter().map(ChildServer::cpu_seconds).sum()
     }
@@ -165,6 +176,7 @@ async fn measure(deployment: &Deployment, load: Load, tenant: &str) -> anyhow::R
             .await?;
     }
     let herald_cpu = deployment.cpu_seconds()?;
+    let at_intake = deployment.started_at_intake().await?;
     let tool_cpu = process::cpu_seconds(std::process::id())?;
     let postgres_cpu = match &deployment.postgres {
         Some(probe) => Some(probe.cpu_seconds()?),
@@ -185,13 +197,7 @@ async fn measure(deployment: &Deployment, load: Load, tenant: &str) -> anyhow::R
     let received = receiver.count().max(1) as f64;
     report["instances"] = json!(deployment.servers.len());
     report["cpuMsPerDelivery"] = json!(herald_cpu * 1000.0 / received);
-    let mut at_intake = 0.0;
-    for api in &deployment.apis {
-        at_intake += api
-            .metric(r#"herald_attempts_started_total{from="intake"}"#)
-            .await?;
-    }
-    report["startedAtIntake"] = json!(at_intake);
+    report["startedAtIntake"] = json!(deployment.started_at_intake().await? - at_intake);
     report["heraldRssMb"] = json!(deployment.rss_bytes()? as f64 / 1_048_576.0);
     if let (Some(probe), Some(before), Some(sampling)) =
         (&deployment.postgres, postgres_cpu, sampling)
