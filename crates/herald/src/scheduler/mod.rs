@@ -471,9 +471,9 @@ impl Scheduler {
         self.targets.retain(|_, flow| !flow.is_idle(now));
     }
 
-    /// The claims of this pass, and when to look again if there are none.
-    /// Takes back the grants to intake first and offers new ones last, from the
-    /// workers the claims leave free.
+    /// The claims of this pass, and when to look again if there are none. Takes back
+    /// the grants to intake first and offers new ones last, from the workers the
+    /// claims leave free.
     fn plan_pass(&mut self, now: Timestamp) -> (Vec<ClaimRequest>, Option<Timestamp>) {
         let admission = Arc::clone(&self.admission);
         let mut grants = admission.grants();
@@ -494,6 +494,7 @@ impl Scheduler {
         (requests, wake_at)
     }
 
+    /// The claims the limits allow now, shared fairly over the free workers.
     fn plan_claims(&mut self, now: Timestamp) -> (Vec<ClaimRequest>, Option<Timestamp>) {
         let capacity = self.settings.concurrency.saturating_sub(self.in_flight);
         let mut wake_at: Option<Timestamp> = None;
