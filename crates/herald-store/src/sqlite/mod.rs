@@ -79,7 +79,8 @@ fn configure_writer(connection: &Connection) -> Result<(), StoreError> {
              PRAGMA synchronous = FULL;
              PRAGMA foreign_keys = ON;
              PRAGMA wal_autocheckpoint = 10000;
-             PRAGMA journal_size_limit = 67108864;",
+             PRAGMA journal_size_limit = 67108864;
+             PRAGMA temp_store = MEMORY;",
         )
         .map_err(error::translate)
 }

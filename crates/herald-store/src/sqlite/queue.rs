@@ -400,8 +400,8 @@ fn claim_lane(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "UPDATE deliveries SET status = 'delivering', lease_token = lease_token + 1, lease_expires_at = ?1, \
-         updated_at = ?2 WHERE id IN ( \
-           SELECT id FROM deliveries WHERE status = 'pending' AND {lane} AND target_id = ?3 \
+         updated_at = ?2 WHERE rowid IN ( \
+           SELECT rowid FROM deliveries WHERE status = 'pending' AND {lane} AND target_id = ?3 \
            AND next_attempt_at <= ?2 ORDER BY next_attempt_at LIMIT ?4) \
          RETURNING {DELIVERY_COLUMNS}, lease_token"
     );
