@@ -7,7 +7,7 @@
 //! commit ([`Admission`]). That saves the claim's write and its round trip.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crate::id::{EventId, TargetId, TenantId};
@@ -20,7 +20,8 @@ use crate::time::Timestamp;
 /// Implemented by the scheduler; [`NoAdmission`] queues every delivery.
 pub trait Admission: Send + Sync {
     /// Whether a new delivery to `target` may start in flight now. A `true` reserves
-    /// a worker until [`Self::started`] or [`Self::released`] is called for it.
+    /// a worker until [`Self::started`] or [`Self::released`] is called for it (a
+    /// publish call that ends early releases its reservations).
     fn admit(&self, target: &TargetId) -> bool;
     /// How long the lease of a delivery started at intake lasts.
     fn lease(&self) -> Duration;
@@ -30,6 +31,69 @@ pub trait Admission: Send + Sync {
     /// The delivery admitted for `target` was not stored (its event was a duplicate or
     /// the write failed): its reservation is free again.
     fn released(&self, target: &TargetId);
+}
+
+/// Wraps an [`Admission`] for one publish call, counting the reservations it made
+/// and has not resolved yet; dropping it releases those.
+struct Reservations<'a> {
+    inner: &'a dyn Admission,
+    outstanding: Mutex<HashMap<TargetId, u32>>,
+}
+
+impl<'a> Reservations<'a> {
+    fn new(inner: &'a dyn Admission) -> Self {
+        Self {
+            inner,
+            outstanding: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn outstanding(&self) -> MutexGuard<'_, HashMap<TargetId, u32>> {
+        self.outstanding
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts one reservation of `target` as resolved.
+    fn resolve(&self, target: &TargetId) {
+        if let Some(left) = self.outstanding().get_mut(target) {
+            *left = left.saturating_sub(1);
+        }
+    }
+}
+
+impl Admission for Reservations<'_> {
+    fn admit(&self, target: &TargetId) -> bool {
+        let admitted = self.inner.admit(target);
+        if admitted {
+            *self.outstanding().entry(target.clone()).or_default() += 1;
+        }
+        admitted
+    }
+
+    fn lease(&self) -> Duration {
+        self.inner.lease()
+    }
+
+    fn started(&self, delivery: Delivery, event: Arc<Event>, target: Arc<Target>) {
+        self.resolve(&delivery.target_id);
+        self.inner.started(delivery, event, target);
+    }
+
+    fn released(&self, target: &TargetId) {
+        self.resolve(target);
+        self.inner.released(target);
+    }
+}
+
+impl Drop for Reservations<'_> {
+    fn drop(&mut self) {
+        for (target, left) in self.outstanding().drain() {
+            for _ in 0..left {
+                self.inner.released(&target);
+            }
+        }
+    }
 }
 
 /// Admits nothing: every delivery is queued for the scheduler.
@@ -84,6 +148,10 @@ impl Management {
     ) -> Result<Vec<Published>, ServiceError> {
         let routes = self.cached_routes(tenant).await?;
         let now = Timestamp::now();
+        // Releases what is still reserved if this call ends early (its future dropped
+        // when the client goes away, or an error), so no grant stays taken.
+        let reservations = Reservations::new(admission);
+        let admission: &dyn Admission = &reservations;
         let mut records: Vec<EventRecord> = events
             .into_iter()
             .map(|new| {
@@ -332,5 +400,54 @@ fn record(tenant: &TenantId, routes: &[Route], new: NewEvent, now: Timestamp) ->
         event,
         deliveries,
         leased_until: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Grants everything and records what it is told.
+    #[derive(Default)]
+    struct Recording {
+        released: Mutex<Vec<TargetId>>,
+    }
+
+    impl Admission for Recording {
+        fn admit(&self, _: &TargetId) -> bool {
+            true
+        }
+        fn lease(&self) -> Duration {
+            Duration::from_secs(15)
+        }
+        fn started(&self, _: Delivery, _: Arc<Event>, _: Arc<Target>) {}
+        fn released(&self, target: &TargetId) {
+            self.released
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(target.clone());
+        }
+    }
+
+    #[test]
+    fn a_publish_that_ends_early_releases_what_it_reserved() {
+        let inner = Recording::default();
+        let (a, b) = (TargetId::generate(), TargetId::generate());
+        {
+            let reservations = Reservations::new(&inner);
+            assert!(reservations.admit(&a));
+            assert!(reservations.admit(&a));
+            assert!(reservations.admit(&b));
+            reservations.released(&b);
+            // Dropped here with two reservations of `a` unresolved (a cancelled call).
+        }
+        let released = inner
+            .released
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        assert_eq!(released, vec![b, a.clone(), a]);
     }
 }

@@ -206,8 +206,6 @@ pub struct Scheduler {
     /// The grants of free workers to intake, and its reports of spending them.
     admission: Arc<IntakeAdmission>,
     spent: mpsc::UnboundedReceiver<Spent>,
-    /// The grants offered at the last pass, counted in `in_flight` until taken back.
-    offered: HashMap<TargetId, u32>,
 }
 
 impl Scheduler {
@@ -226,7 +224,6 @@ impl Scheduler {
         Self {
             admission,
             spent,
-            offered: HashMap::new(),
             metrics,
             store,
             dispatcher,
@@ -335,7 +332,11 @@ impl Scheduler {
         match spent {
             Spent::Started(delivery, event, target) => {
                 let now = Timestamp::now();
-                if let Some(flow) = self.targets.get_mut(&delivery.target_id) {
+                // Only a newer configuration: this one was read before its commit, and
+                // a rescan or claim may have brought a later one meanwhile.
+                if let Some(flow) = self.targets.get_mut(&delivery.target_id)
+                    && target.updated_at > flow.target.updated_at
+                {
                     flow.reconfigure(Arc::clone(&target), now);
                 }
                 let claim = Claim {
@@ -360,21 +361,28 @@ impl Scheduler {
 
     /// Takes back the grants intake left unspent (held locked in `grants`).
     fn take_back_grants(&mut self, grants: &mut HashMap<TargetId, u32>) {
-        self.offered.clear();
         for (target, unspent) in grants.drain() {
             self.uncount(&target, unspent);
         }
     }
 
-    /// Grants up to `free` workers to targets with nothing queued, shared evenly,
-    /// counting them in flight until taken back.
-    fn offer_grants(&mut self, grants: &mut HashMap<TargetId, u32>, free: u32, now: Timestamp) {
+    /// Grants up to `free` workers to targets with nothing queued and nothing asked
+    /// of the store this pass (its claims are not counted in flight yet), shared
+    /// evenly, counting them in flight until taken back.
+    fn offer_grants(
+        &mut self,
+        grants: &mut HashMap<TargetId, u32>,
+        free: u32,
+        claiming: &[ClaimRequest],
+        now: Timestamp,
+    ) {
         if !self.settings.start_at_intake || free == 0 {
             return;
         }
         let rooms: Vec<(TargetId, u32)> = self
             .targets
             .iter()
+            .filter(|(id, _)| !claiming.iter().any(|r| &r.target_id == *id))
             .map(|(id, flow)| (id.clone(), flow.intake_room(now)))
             .filter(|(_, room)| *room > 0)
             .collect();
@@ -393,7 +401,6 @@ impl Scheduler {
                 flow.in_flight += grant;
             }
             self.in_flight += grant;
-            self.offered.insert(target.clone(), grant);
             grants.insert(target, grant);
         }
     }
@@ -488,9 +495,11 @@ impl Scheduler {
             .concurrency
             .saturating_sub(self.in_flight)
             .saturating_sub(claimed);
-        self.offer_grants(&mut grants, free, now);
+        self.offer_grants(&mut grants, free, &requests, now);
+        let unspent = grants.values().sum();
         drop(grants);
-        self.report_in_flight();
+        self.metrics
+            .set_in_flight(self.in_flight.saturating_sub(unspent));
         (requests, wake_at)
     }
 
@@ -617,12 +626,12 @@ impl Scheduler {
         self.spawn_attempt(claim, retry);
     }
 
-    /// Requests under way: what is counted in flight, less the grants offered to intake
-    /// (some of which may be spent and committing: they show from the next pass).
+    /// Requests under way: what is counted in flight, less the grants intake has not
+    /// spent (those spent and still committing count: their requests are imminent).
     fn report_in_flight(&self) {
-        let offered: u32 = self.offered.values().sum();
+        let unspent: u32 = self.admission.grants().values().sum();
         self.metrics
-            .set_in_flight(self.in_flight.saturating_sub(offered));
+            .set_in_flight(self.in_flight.saturating_sub(unspent));
     }
 
     fn spawn_attempt(&self, claim: Claim, retry: bool) {
