@@ -6,11 +6,14 @@
 //! that resolves to 127.0.0.1 (or starts to, after the target was created: DNS
 //! rebinding) is refused just like the literal address.
 
+use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use hyper_util::client::legacy::connect::dns::Name;
 use ipnet::IpNet;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// Decides which addresses deliveries may connect to.
 #[derive(Debug, Clone, Default)]
@@ -119,6 +122,7 @@ fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
 }
 
 /// A DNS resolver for the delivery client that drops every address the guard refuses.
+#[derive(Clone)]
 pub struct GuardedResolver {
     guard: Arc<Guard>,
 }
@@ -130,16 +134,26 @@ impl GuardedResolver {
     }
 }
 
-impl Resolve for GuardedResolver {
-    fn resolve(&self, name: Name) -> Resolving {
+/// Why a name gave no address to connect to.
+type ResolveError = Box<dyn std::error::Error + Send + Sync>;
+
+impl tower_service::Service<Name> for GuardedResolver {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = ResolveError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, ResolveError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ResolveError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
         let guard = Arc::clone(&self.guard);
         Box::pin(async move {
             let host = name.as_str().to_owned();
             let resolved: Vec<SocketAddr> =
                 tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             let permitted = guard.filter(&host, resolved)?;
-            let addresses: Addrs = Box::new(permitted.into_iter());
-            Ok(addresses)
+            Ok(permitted.into_iter())
         })
     }
 }

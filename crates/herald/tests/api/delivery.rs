@@ -558,3 +558,88 @@ async fn new_deliveries_start_at_intake_when_workers_are_free() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.received().len(), 42, "nothing is delivered twice");
 }
+
+/// A loopback server that answers every request with `response` (raw HTTP/1.1
+/// bytes), or never answers when it is `None`; returns its base URL.
+async fn raw_server(response: Option<Vec<u8>>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut request = [0_u8; 8192];
+            let _ = stream.read(&mut request).await;
+            match &response {
+                Some(bytes) => {
+                    let _ = stream.write_all(bytes).await;
+                }
+                None => held.push(stream),
+            }
+        }
+    });
+    format!("http://{address}")
+}
+
+/// The first attempt of the only delivery of a new event to a target at `url`.
+async fn first_attempt(app: &TestApp, key: &str, url: &str, timeout_ms: u64) -> Value {
+    let target = app
+        .subscribed_target(key, url, json!({ "timeoutMs": timeout_ms }))
+        .await;
+    let event = app
+        .post("/v1/events", key, json!({ "type": "a.b", "payload": 1 }))
+        .await
+        .expect(202);
+    let delivery = only_delivery(app, key, &string(&event["id"])).await;
+    let attempt = eventually("the first attempt", || async {
+        let attempts = app
+            .get(&format!("/v1/deliveries/{delivery}/attempts"), key)
+            .await
+            .expect(200);
+        attempts["data"].as_array().and_then(|a| a.first().cloned())
+    })
+    .await;
+    app.patch(
+        &format!("/v1/webhooks/targets/{target}"),
+        key,
+        json!({ "active": false }),
+    )
+    .await
+    .expect(200);
+    attempt
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempts_time_out_keep_4_kib_of_a_body_and_name_a_refused_connection() {
+    let app = TestApp::spawn().await;
+    let (_, key) = app.tenant("Acme").await;
+
+    let silent = raw_server(None).await;
+    let attempt = first_attempt(&app, &key, &format!("{silent}/hook"), 300).await;
+    assert_eq!(attempt["error"], "timed out after 300 ms");
+    assert!(attempt["statusCode"].is_null());
+
+    let mut large =
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 10000\r\nx-why: full\r\n\r\n"
+            .to_vec();
+    large.extend(std::iter::repeat_n(b'x', 10_000));
+    let answering = raw_server(Some(large)).await;
+    let attempt = first_attempt(&app, &key, &format!("{answering}/hook"), 5_000).await;
+    assert_eq!(attempt["statusCode"], 500);
+    assert_eq!(attempt["responseBody"].as_str().map(str::len), Some(4096));
+    assert!(
+        attempt["responseHeaders"].to_string().contains("x-why"),
+        "{attempt}"
+    );
+
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bound");
+    let port = closed.local_addr().expect("address").port();
+    drop(closed);
+    let attempt = first_attempt(&app, &key, &format!("http://127.0.0.1:{port}/hook"), 5_000).await;
+    let error = string(&attempt["error"]);
+    assert!(error.to_lowercase().contains("refused"), "{error}");
+}
