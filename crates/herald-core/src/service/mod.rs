@@ -18,7 +18,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::auth::KeyHash;
-use crate::id::TenantId;
+use crate::id::{TargetId, TenantId};
+use crate::model::Target;
 use crate::routing::Route;
 use crate::store::{Store, StoreError};
 
@@ -98,6 +99,8 @@ pub struct Management {
     routes: Arc<Cached<TenantId, Arc<Vec<Route>>>>,
     /// The tenant of each API key seen, read on every request.
     keys: Arc<Cached<KeyHash, TenantId>>,
+    /// Targets as configured, read on every publish that starts a delivery at intake.
+    targets: Arc<Cached<(TenantId, TargetId), Arc<Target>>>,
 }
 
 impl Management {
@@ -107,7 +110,31 @@ impl Management {
             store,
             routes: Arc::default(),
             keys: Arc::default(),
+            targets: Arc::default(),
         }
+    }
+
+    /// One of the tenant's targets as configured, from the cache when fresh.
+    async fn cached_target(
+        &self,
+        tenant: &TenantId,
+        id: &TargetId,
+    ) -> Result<Option<Arc<Target>>, StoreError> {
+        let key = (tenant.clone(), id.clone());
+        if let Some(target) = self.targets.get(&key) {
+            return Ok(Some(target));
+        }
+        let generation = self.targets.generation();
+        let target = self.store.get_target(tenant, id).await?.map(Arc::new);
+        if let Some(target) = &target {
+            self.targets.put(generation, key, Arc::clone(target));
+        }
+        Ok(target)
+    }
+
+    /// Forgets cached targets after a change to one (or to the tenant).
+    fn targets_changed(&self) {
+        self.targets.clear();
     }
 
     /// The tenant's routes, from the cache when fresh.
@@ -126,6 +153,7 @@ impl Management {
     /// subscriptions.
     fn routes_changed(&self, tenant: &TenantId) {
         self.routes.remove(tenant);
+        self.targets_changed();
     }
 
     /// Forgets what is cached about `tenant` (every tenant for `None`) after another
@@ -136,6 +164,7 @@ impl Management {
             None => self.routes.clear(),
         }
         self.keys.clear();
+        self.targets_changed();
     }
 
     /// The store, for readiness checks.

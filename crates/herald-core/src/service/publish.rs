@@ -172,8 +172,9 @@ impl Management {
     }
 
     /// Reads the current configuration of the targets of the admitted deliveries (the
-    /// scheduler's copy may predate a change); a delivery whose target is gone or off
-    /// is queued instead, and its reservation released.
+    /// scheduler's copy may predate a change; this cache is cleared by every target
+    /// write made here, and trusted for at most a second otherwise); a delivery whose
+    /// target is gone or off is queued instead, and its reservation released.
     async fn admitted_targets(
         &self,
         tenant: &TenantId,
@@ -185,8 +186,8 @@ impl Management {
             if delivery.status == DeliveryStatus::Delivering
                 && !targets.contains_key(&delivery.target_id)
             {
-                let target = self.store.get_target(tenant, &delivery.target_id).await?;
-                let usable = target.filter(|t| t.active).map(Arc::new);
+                let target = self.cached_target(tenant, &delivery.target_id).await?;
+                let usable = target.filter(|t| t.active);
                 targets.insert(delivery.target_id.clone(), usable);
             }
         }

@@ -93,6 +93,7 @@ impl Management {
         let new = new.unwrap_or_else(crate::secret::TargetSecret::generate);
         target.rotate_secret(new, SECRET_GRACE_PERIOD, Timestamp::now());
         let existed = self.store.update_target(&target).await?;
+        self.targets_changed();
         found(ResourceKind::Target, id, existed)?;
         Ok(target)
     }
