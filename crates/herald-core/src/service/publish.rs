@@ -16,6 +16,8 @@ use crate::routing::{Route, fan_out};
 use crate::store::{EventRecord, Inserted, StoreError};
 use crate::time::Timestamp;
 
+use super::{Management, ServiceError};
+
 /// Lets new deliveries start in flight at intake (see the module documentation).
 /// Implemented by the scheduler; [`NoAdmission`] queues every delivery.
 pub trait Admission: Send + Sync {
@@ -111,8 +113,6 @@ impl Admission for NoAdmission {
     fn released(&self, _: &TargetId) {}
 }
 
-use super::{Management, ServiceError};
-
 /// What publishing one event did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
@@ -160,14 +160,10 @@ impl Management {
                 record
             })
             .collect();
-        let targets = match self.admitted_targets(tenant, &mut records, admission).await {
-            Ok(targets) => targets,
-            Err(error) => {
-                let summaries = records.iter().map(|r| Summary::of(r, &HashMap::new()));
-                summaries.for_each(|s| s.release(admission));
-                return Err(error.into());
-            }
-        };
+        // On an error the reservations are released as `reservations` drops.
+        let targets = self
+            .admitted_targets(tenant, &mut records, admission)
+            .await?;
         self.store_records(records, &targets, admission).await
     }
 
