@@ -476,19 +476,8 @@ async fn deliveries_list_by_status_target_and_event_type() {
 
 /// The counter of attempts started, by how their delivery reached the scheduler.
 async fn attempts_started(app: &TestApp, from: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
+    app.metric(&format!("herald_attempts_started_total{{from=\"{from}\"}}"))
         .await
-        .expect("scraped")
-        .text()
-        .await
-        .expect("body");
-    let sample = format!("herald_attempts_started_total{{from=\"{from}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(sample.as_str()))
-        .map_or(0.0, |value| value.trim().parse().expect("a number"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,6 +177,24 @@ impl TestApp {
             .await
     }
 
+    /// The `/metrics` exposition text.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("scraped")
+            .text()
+            .await
+            .expect("exposition text")
+    }
+
+    /// The value of one sample of `/metrics` (its name with labels, as exposed), or 0
+    /// while it has none.
+    pub async fn metric(&self, sample: &str) -> f64 {
+        sample_value(&self.metrics().await, sample)
+    }
+
     /// Creates a tenant; returns its id and API key.
     pub async fn tenant(&self, name: &str) -> (String, String) {
         let body = self
@@ -410,4 +428,11 @@ pub async fn subscribed_over_http(
     let subscription = json!({ "targetId": target["id"], "filterId": filter["id"] });
     post_json(base, "/v1/webhooks/subscriptions", &key, subscription).await;
     (string(&tenant["id"]), key)
+}
+
+/// The value of one sample (name with labels) in exposition `text`, or 0 without it.
+pub fn sample_value(text: &str, sample: &str) -> f64 {
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().expect("a number"))
 }

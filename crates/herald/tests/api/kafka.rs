@@ -15,7 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 use crate::cli::Server;
-use crate::helpers::{TestApp, eventually, subscribed_over_http};
+use crate::helpers::{TestApp, eventually, sample_value, subscribed_over_http};
 use crate::receiver::TestReceiver;
 
 /// The test broker's address.
@@ -159,15 +159,7 @@ async fn both_record_formats_are_delivered_and_a_bad_record_is_parked_without_st
             .is_some_and(|r| r.contains("not a Herald envelope")),
         "{parked}"
     );
-    let metrics = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .expect("sent")
-        .text()
-        .await
-        .expect("text");
+    let metrics = app.metrics().await;
     for expected in [
         r#"herald_kafka_records_total{result="accepted"} 3"#,
         r#"herald_kafka_records_total{result="parked"} 1"#,
@@ -210,30 +202,17 @@ async fn records_read_again_store_nothing_new() {
     .await;
 
     let app = app.restart_with(kafka(format!("{group}-again"))).await;
-    let metric = |text: &str, result: &str| {
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(&format!(
-                    "herald_kafka_records_total{{result=\"{result}\"}} "
-                ))
-            })
-            .and_then(|value| value.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let records = |result: &str| format!("herald_kafka_records_total{{result=\"{result}\"}}");
     let text = eventually("the second reading", || async {
-        let text = app
-            .client
-            .get(format!("{}/metrics", app.base))
-            .send()
-            .await
-            .expect("sent")
-            .text()
-            .await
-            .expect("text");
-        (metric(&text, "duplicate") == 20).then_some(text)
+        let text = app.metrics().await;
+        (sample_value(&text, &records("duplicate")) == 20.0).then_some(text)
     })
     .await;
-    assert_eq!(metric(&text, "accepted"), 0, "nothing new stored");
+    assert_eq!(
+        sample_value(&text, &records("accepted")),
+        0.0,
+        "nothing new stored"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(receiver.received().len(), 20, "nothing delivered twice");
 }
