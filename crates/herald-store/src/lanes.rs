@@ -13,15 +13,10 @@ use crate::decode::{self, CIRCUIT_COLUMNS, Columns, TARGET_COLUMNS, Undecodable,
 pub(crate) const FIRST_LANE: &str = "attempts = 0";
 /// The condition selecting the retry lane (the `deliveries_retry_due` index).
 pub(crate) const RETRY_LANE: &str = "attempts > 0";
-
-/// The partial index of a lane (`FIRST_LANE` or `RETRY_LANE`).
-pub(crate) fn lane_index(lane: &str) -> &'static str {
-    if lane == FIRST_LANE {
-        "deliveries_first_due"
-    } else {
-        "deliveries_retry_due"
-    }
-}
+/// The partial index of the first-attempt lane.
+pub(crate) const FIRST_LANE_INDEX: &str = "deliveries_first_due";
+/// The partial index of the retry lane.
+pub(crate) const RETRY_LANE_INDEX: &str = "deliveries_retry_due";
 
 /// The smallest target id above `previous` with a pending delivery in one lane: with
 /// the lane's index, one seek per target however many deliveries wait (a loose index

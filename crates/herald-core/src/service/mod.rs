@@ -100,7 +100,7 @@ pub struct Management {
     /// The tenant of each API key seen, read on every request.
     keys: Arc<Cached<KeyHash, TenantId>>,
     /// Targets as configured, read on every publish that starts a delivery at intake.
-    targets: Arc<Cached<(TenantId, TargetId), Arc<Target>>>,
+    targets: Arc<Cached<TargetId, Arc<Target>>>,
 }
 
 impl Management {
@@ -120,14 +120,14 @@ impl Management {
         tenant: &TenantId,
         id: &TargetId,
     ) -> Result<Option<Arc<Target>>, StoreError> {
-        let key = (tenant.clone(), id.clone());
-        if let Some(target) = self.targets.get(&key) {
-            return Ok(Some(target));
+        if let Some(target) = self.targets.get(id) {
+            // Ids are unique across tenants; another tenant's target answers as missing.
+            return Ok((target.tenant_id == *tenant).then_some(target));
         }
         let generation = self.targets.generation();
         let target = self.store.get_target(tenant, id).await?.map(Arc::new);
         if let Some(target) = &target {
-            self.targets.put(generation, key, Arc::clone(target));
+            self.targets.put(generation, id.clone(), Arc::clone(target));
         }
         Ok(target)
     }

@@ -94,20 +94,18 @@ pub(super) fn purge_finished(
     created_before: Timestamp,
     limit: u32,
 ) -> Result<u64, StoreError> {
-    // `+ 0`: a bare bound LIMIT in a subquery makes SQLite re-prepare the statement
-    // whenever its value changes (see `queue::claim_lane`).
     let purged = execute(
         connection,
         "DELETE FROM events WHERE id IN ( \
            SELECT e.id FROM events e WHERE e.created_at < ?1 AND NOT EXISTS ( \
              SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status IN ('pending', 'delivering')) \
-           ORDER BY e.created_at LIMIT ?2 + 0)",
+           ORDER BY e.created_at LIMIT ?2)",
         params![created_before.as_millis(), limit],
     )?;
     let parked = execute(
         connection,
         "DELETE FROM parked_records WHERE id IN ( \
-           SELECT id FROM parked_records WHERE parked_at < ?1 ORDER BY id LIMIT ?2 + 0)",
+           SELECT id FROM parked_records WHERE parked_at < ?1 ORDER BY id LIMIT ?2)",
         params![created_before.as_millis(), limit],
     )?;
     Ok(u64::try_from(purged + parked).unwrap_or(u64::MAX))

@@ -22,7 +22,7 @@ use super::rows::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     execute,
 };
-use crate::lanes::{self, FIRST_LANE, RETRY_LANE};
+use crate::lanes::{self, FIRST_LANE, FIRST_LANE_INDEX, RETRY_LANE, RETRY_LANE_INDEX};
 use crate::limits::{self, SavedBucket};
 
 pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<Route>, StoreError> {
@@ -304,7 +304,11 @@ pub(super) fn claim(
         let granted = request.granted(in_flight, tokens);
         let (first_attempts, retries) = granted;
         let before = claimed.len();
-        for (lane, limit) in [(FIRST_LANE, first_attempts), (RETRY_LANE, retries)] {
+        let lanes = [
+            ((FIRST_LANE, FIRST_LANE_INDEX), first_attempts),
+            ((RETRY_LANE, RETRY_LANE_INDEX), retries),
+        ];
+        for (lane, limit) in lanes {
             if limit > 0 {
                 claim_lane(
                     connection,
@@ -388,11 +392,12 @@ fn target_is_active(connection: &Connection, target: &TargetId) -> Result<bool, 
     .unwrap_or(false))
 }
 
-/// Claims up to `limit` due deliveries of one lane of one target into `claimed`.
+/// Claims up to `limit` due deliveries of one lane of one target into `claimed`; the
+/// lane is its condition and its partial index.
 fn claim_lane(
     connection: &Connection,
     target: &TargetId,
-    lane: &str,
+    (lane, index): (&str, &str),
     limit: u32,
     now: Timestamp,
     lease: Duration,
@@ -405,8 +410,7 @@ fn claim_lane(
     // 40 % of a claim's time). Reading stops after `limit` rows.
     let due = format!(
         "SELECT rowid FROM deliveries INDEXED BY {index} \
-         WHERE status = 'pending' AND {lane} AND target_id = ?1 AND next_attempt_at <= ?2",
-        index = lanes::lane_index(lane)
+         WHERE status = 'pending' AND {lane} AND target_id = ?1 AND next_attempt_at <= ?2"
     );
     let mut statement = connection.prepare_cached(&due).map_err(translate)?;
     let rowids = statement

@@ -19,7 +19,7 @@ pub mod hints;
 mod plan;
 mod target_flow;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
@@ -379,30 +379,33 @@ impl Scheduler {
         if !self.settings.start_at_intake || free == 0 {
             return;
         }
-        let rooms: Vec<(TargetId, u32)> = self
+        let claiming: HashSet<&TargetId> = claiming.iter().map(|r| &r.target_id).collect();
+        let room = |id: &TargetId, flow: &TargetFlow| {
+            if claiming.contains(id) {
+                0
+            } else {
+                flow.intake_room(now)
+            }
+        };
+        let eligible = self
             .targets
             .iter()
-            .filter(|(id, _)| !claiming.iter().any(|r| &r.target_id == *id))
-            .map(|(id, flow)| (id.clone(), flow.intake_room(now)))
-            .filter(|(_, room)| *room > 0)
-            .collect();
-        if rooms.is_empty() {
+            .filter(|(id, flow)| room(id, flow) > 0)
+            .count();
+        if eligible == 0 {
             return;
         }
-        let share = free.div_ceil(u32::try_from(rooms.len()).unwrap_or(u32::MAX));
+        let share = free.div_ceil(u32::try_from(eligible).unwrap_or(u32::MAX));
         let mut left = free;
-        for (target, room) in rooms {
-            let grant = room.min(share).min(left);
-            if grant == 0 {
-                break;
-            }
-            left -= grant;
-            if let Some(flow) = self.targets.get_mut(&target) {
+        for (id, flow) in &mut self.targets {
+            let grant = room(id, flow).min(share).min(left);
+            if grant > 0 {
+                left -= grant;
                 flow.in_flight += grant;
+                grants.insert(id.clone(), grant);
             }
-            self.in_flight += grant;
-            grants.insert(target, grant);
         }
+        self.in_flight += free - left;
     }
 
     /// Applies the hints gathered; `true` if the store should be rescanned now.
@@ -496,10 +499,8 @@ impl Scheduler {
             .saturating_sub(self.in_flight)
             .saturating_sub(claimed);
         self.offer_grants(&mut grants, free, &requests, now);
-        let unspent = grants.values().sum();
         drop(grants);
-        self.metrics
-            .set_in_flight(self.in_flight.saturating_sub(unspent));
+        self.report_in_flight();
         (requests, wake_at)
     }
 
