@@ -171,24 +171,41 @@ fn headers(claim: &Claim, now: Timestamp) -> Result<HeaderMap, String> {
         &event.payload,
     );
     let mut headers = HeaderMap::with_capacity(8 + target.headers.as_map().len());
-    let mut put = |name: &str, value: &str| -> Result<(), String> {
-        let name =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
-        let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
-        headers.insert(name, value);
-        Ok(())
+    let value_of = |name: &str, value: &str| {
+        HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))
     };
     for (name, value) in target.headers.as_map() {
-        put(name, value)?;
+        let parsed =
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
+        headers.insert(parsed, value_of(name, value)?);
     }
-    put(CONTENT_TYPE.as_str(), event.content_type.as_str())?;
-    put(USER_AGENT.as_str(), AGENT)?;
-    put("webhook-id", event.id.as_str())?;
-    put("webhook-timestamp", &seconds.to_string())?;
-    put("webhook-signature", &signature)?;
-    put("herald-event-type", event.event_type.as_str())?;
-    put("herald-attempt", &(claim.delivery.attempts + 1).to_string())?;
-    put("herald-delivery-id", claim.delivery.id.as_str())?;
+    // Herald's own names are constants: no parsing per request.
+    let own = [
+        (CONTENT_TYPE, event.content_type.as_str()),
+        (USER_AGENT, AGENT),
+        (HeaderName::from_static("webhook-id"), event.id.as_str()),
+        (
+            HeaderName::from_static("webhook-timestamp"),
+            &seconds.to_string(),
+        ),
+        (HeaderName::from_static("webhook-signature"), &signature),
+        (
+            HeaderName::from_static("herald-event-type"),
+            event.event_type.as_str(),
+        ),
+        (
+            HeaderName::from_static("herald-attempt"),
+            &(claim.delivery.attempts + 1).to_string(),
+        ),
+        (
+            HeaderName::from_static("herald-delivery-id"),
+            claim.delivery.id.as_str(),
+        ),
+    ];
+    for (name, value) in own {
+        let value = value_of(name.as_str(), value)?;
+        headers.insert(name, value);
+    }
     Ok(headers)
 }
 
