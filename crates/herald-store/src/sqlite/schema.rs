@@ -4,7 +4,7 @@
 //! A database newer than this binary is refused rather than guessed at.
 
 use herald_core::store::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, OptionalExtension};
 
 use super::error::translate;
 
@@ -165,6 +165,48 @@ const MIGRATIONS: &[&str] = &[
     // 5: leases are recovered through the in-flight index (every `delivering` row,
     // a handful), so claims and outcomes no longer maintain an index of their expiry.
     "DROP INDEX deliveries_leased;",
+    // 6: two indexes fewer on the intake path. Attempts are only ever read by delivery,
+    // so their ids need no index; an event's idempotency key is indexed only when it
+    // has one (the table's UNIQUE constraint indexed every event, keyless ones under
+    // NULL). A constraint cannot be dropped in SQLite, so both tables are rebuilt.
+    "CREATE TABLE attempts_rebuilt (
+        id                TEXT NOT NULL,
+        delivery_id       TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
+        tenant_id         TEXT NOT NULL,
+        number            INTEGER NOT NULL,
+        started_at        INTEGER NOT NULL,
+        duration_ms       INTEGER NOT NULL,
+        status_code       INTEGER,
+        error             TEXT,
+        response_headers  TEXT NOT NULL,
+        response_body     TEXT
+    ) STRICT;
+    INSERT INTO attempts_rebuilt (id, delivery_id, tenant_id, number, started_at, duration_ms,
+        status_code, error, response_headers, response_body)
+        SELECT id, delivery_id, tenant_id, number, started_at, duration_ms, status_code, error,
+            response_headers, response_body
+        FROM attempts ORDER BY rowid;
+    DROP TABLE attempts;
+    ALTER TABLE attempts_rebuilt RENAME TO attempts;
+    CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
+    CREATE TABLE events_rebuilt (
+        id               TEXT PRIMARY KEY,
+        tenant_id        TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
+        event_type       TEXT NOT NULL,
+        content_type     TEXT NOT NULL,
+        payload          BLOB NOT NULL,
+        idempotency_key  TEXT,
+        created_at       INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO events_rebuilt (id, tenant_id, event_type, content_type, payload,
+        idempotency_key, created_at)
+        SELECT id, tenant_id, event_type, content_type, payload, idempotency_key, created_at
+        FROM events ORDER BY rowid;
+    DROP TABLE events;
+    ALTER TABLE events_rebuilt RENAME TO events;
+    CREATE UNIQUE INDEX events_by_idempotency_key ON events(tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX events_by_age ON events(created_at);",
 ];
 
 /// The schema version this binary writes.
@@ -174,14 +216,49 @@ pub(super) fn latest_version() -> i64 {
 
 /// Applies every migration the database has not seen, each in its own transaction.
 pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    migrate_to(connection, latest_version())
+}
+
+/// Applies the migrations up to schema `target`.
+///
+/// Foreign keys are off while migrations run, as SQLite's procedure for rebuilding a
+/// table requires: with them on, dropping the old `events` table would cascade into
+/// every delivery. Each migration checks the references it leaves before it commits.
+fn migrate_to(connection: &mut Connection, target: i64) -> Result<(), StoreError> {
     let current = version(connection)?;
     crate::schema_version::refuse_newer(current, latest_version())?;
+    if current >= target {
+        return Ok(());
+    }
+    connection
+        .pragma_update(None, "foreign_keys", false)
+        .map_err(translate)?;
+    let applied = apply(connection, current, target);
+    let restored = connection
+        .pragma_update(None, "foreign_keys", true)
+        .map_err(translate);
+    applied.and(restored)
+}
+
+fn apply(connection: &mut Connection, current: i64, target: i64) -> Result<(), StoreError> {
     for (version, sql) in (1_i64..)
         .zip(MIGRATIONS)
         .skip(usize::try_from(current).unwrap_or(0))
+        .take_while(|(version, _)| *version <= target)
     {
         let transaction = connection.transaction().map_err(translate)?;
         transaction.execute_batch(sql).map_err(translate)?;
+        let broken: Option<String> = transaction
+            .query_row("PRAGMA foreign_key_check", [], |row| row.get(0))
+            .optional()
+            .map_err(translate)?;
+        if let Some(table) = broken {
+            return Err(StoreError::Corrupt {
+                detail: format!(
+                    "migration {version} left rows of {table} with a missing reference"
+                ),
+            });
+        }
         transaction
             .pragma_update(None, "user_version", version)
             .map_err(translate)?;
@@ -196,4 +273,99 @@ pub(super) fn version(connection: &Connection) -> Result<i64, StoreError> {
     connection
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(translate)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(connection: &Connection, table: &str) -> i64 {
+        connection
+            .query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |row| {
+                row.get(0)
+            })
+            .expect("count")
+    }
+
+    fn insert_event(
+        connection: &Connection,
+        id: &str,
+        key: Option<&str>,
+    ) -> rusqlite::Result<usize> {
+        connection.execute(
+            "INSERT INTO events (id, tenant_id, event_type, content_type, payload, idempotency_key, \
+             created_at) VALUES (?1, 'ten_a', 'order.paid', 'application/json', X'7B7D', ?2, 1)",
+            rusqlite::params![id, key],
+        )
+    }
+
+    #[test]
+    fn rebuilt_attempts_and_events_keep_their_rows_references_and_idempotency() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
+        connection
+            .pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys");
+        migrate_to(&mut connection, 5).expect("schema 5");
+        connection
+            .execute_batch(
+                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('ten_a', 'a', 1, 1);
+                 INSERT INTO targets (id, tenant_id, url, secret, headers, max_in_flight, timeout_ms,
+                     active, created_at, updated_at)
+                     VALUES ('tgt_a', 'ten_a', 'http://127.0.0.1/', 'whsec_x', '{}', 10, 1000, 1, 1, 1);",
+            )
+            .expect("tenant and target");
+        insert_event(&connection, "evt_1", Some("order-1")).expect("keyed event");
+        insert_event(&connection, "evt_2", None).expect("keyless event");
+        connection
+            .execute_batch(
+                "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type,
+                     status, attempts, next_attempt_at, window_start, created_at, updated_at)
+                     VALUES ('dlv_1', 'ten_a', 'evt_1', 'tgt_a', 'sub_a', 'order.paid', 'delivered', 1,
+                     1, 1, 1, 1);
+                 INSERT INTO attempts (id, delivery_id, tenant_id, number, started_at, duration_ms,
+                     status_code, response_headers)
+                     VALUES ('att_1', 'dlv_1', 'ten_a', 1, 1, 3, 200, '[]');",
+            )
+            .expect("delivery and attempt");
+
+        migrate(&mut connection).expect("latest schema");
+
+        assert_eq!(version(&connection).expect("version"), latest_version());
+        assert_eq!(
+            [
+                count(&connection, "events"),
+                count(&connection, "deliveries"),
+                count(&connection, "attempts")
+            ],
+            [2, 1, 1]
+        );
+        let foreign_keys: bool = connection
+            .pragma_query_value(None, "foreign_keys", |row| row.get(0))
+            .expect("pragma");
+        assert!(foreign_keys, "foreign keys are back on after migrating");
+        // A key is still unique per tenant; events without one may be many.
+        assert!(insert_event(&connection, "evt_3", Some("order-1")).is_err());
+        insert_event(&connection, "evt_4", None).expect("a second keyless event");
+        let plan: String = connection
+            .query_row(
+                "EXPLAIN QUERY PLAN SELECT id FROM events WHERE tenant_id = ?1 AND idempotency_key = ?2",
+                ["ten_a", "order-1"],
+                |row| row.get(3),
+            )
+            .expect("plan");
+        assert!(plan.contains("events_by_idempotency_key"), "{plan}");
+        // Deliveries and attempts reference the rebuilt tables: removing the event
+        // removes them.
+        connection
+            .execute("DELETE FROM events WHERE id = 'evt_1'", [])
+            .expect("delete event");
+        assert_eq!(
+            [
+                count(&connection, "deliveries"),
+                count(&connection, "attempts")
+            ],
+            [0, 0]
+        );
+    }
 }
