@@ -3,19 +3,44 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::time::Duration;
+
 use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-/// Herald's API at `base`, over one pooled client.
+/// A publish that takes longer fails the run instead of hanging it (a wedged Herald).
+const PUBLISH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Herald's API at `base`, over pooled clients shared by every producer.
 #[derive(Clone)]
 pub struct Api {
-    /// The client (its pool is shared by every producer).
+    /// The client of the set-up calls and reads.
     pub http: reqwest::Client,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
+    /// The client of the publishing hot path: plain hyper, so that the tool's own CPU
+    /// per request stays small beside Herald's (reqwest's layers cost it about a
+    /// quarter more per request).
+    publisher: Client<HttpConnector, Full<Bytes>>,
 }
 
 impl Api {
+    /// Herald's API at `base`, set up through `http`.
+    pub fn new(http: reqwest::Client, base: String) -> Self {
+        let publisher = Client::builder(TokioExecutor::new()).build_http();
+        Self {
+            http,
+            base,
+            publisher,
+        }
+    }
+
     /// POSTs `body` with `token`; the answer's JSON, or an error for a non-2xx.
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
@@ -135,17 +160,25 @@ impl Api {
 
     /// POSTs a serialized body to an intake path; fails unless it is accepted.
     pub async fn publish_to(&self, path: &str, key: &str, body: String) -> anyhow::Result<()> {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(key)
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await?;
-        if !response.status().is_success() {
-            bail!("publishing answered {}", response.status());
-        }
-        Ok(())
+        let request = http::Request::post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, format!("Bearer {key}"))
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))?;
+        let exchange = async {
+            let response = self.publisher.request(request).await?;
+            let status = response.status();
+            // Read to the end, so the connection goes back to the pool.
+            let answer = response.into_body().collect().await?.to_bytes();
+            if !status.is_success() {
+                bail!(
+                    "publishing answered {status}: {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            }
+            Ok(())
+        };
+        tokio::time::timeout(PUBLISH_TIMEOUT, exchange)
+            .await
+            .context("publishing timed out")?
     }
 }

@@ -36,13 +36,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--flood-events, --quiet-rate and --baseline-seconds must be at least 1");
     }
     let server = ChildServer::start().await?;
-    let api = Api {
-        http: reqwest::Client::builder()
+    let api = Api::new(
+        reqwest::Client::builder()
             .pool_max_idle_per_host(args.producers.max(4))
             .timeout(Duration::from_secs(60))
             .build()?,
-        base: server.base.clone(),
-    };
+        server.base.clone(),
+    );
     let (flood_rx, quiet_rx, dead_rx) = (
         Receiver::start().await?,
         Receiver::start().await?,

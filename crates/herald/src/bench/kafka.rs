@@ -46,10 +46,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ],
     )
     .await?;
-    let api = Api {
-        http: reqwest::Client::new(),
-        base: server.base.clone(),
-    };
+    let api = Api::new(reqwest::Client::new(), server.base.clone());
     let receiver = Receiver::start().await?;
     let (tenant, key) = api.tenant_with_id(&admin_token, "kafka").await?;
     api.subscribed_target(

@@ -124,10 +124,7 @@ impl Deployment {
         };
         let apis = servers
             .iter()
-            .map(|server| Api {
-                http: http.clone(),
-                base: server.base.clone(),
-            })
+            .map(|server| Api::new(http.clone(), server.base.clone()))
             .collect();
         Ok(Self {
             servers,
@@ -212,10 +209,7 @@ async fn measure(deployment: &Deployment, load: Load, tenant: &str) -> anyhow::R
 /// The tool alone: its producers publish straight to its receiver.
 async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
     let receiver = Receiver::start().await?;
-    let api = Api {
-        http: http.clone(),
-        base: receiver.url(""),
-    };
+    let api = Api::new(http.clone(), receiver.url(""));
     // The receiver takes one delivery per request, so the baseline never batches.
     let load = Load {
         fan_out: 1,
