@@ -14,7 +14,10 @@
 //! group's closures are run again, each in its own savepoint; only that second run is
 //! committed and answered. Closures are therefore `Fn`: running one twice must give the
 //! same writes, which holds because they only read their captured input and the
-//! database.
+//! database. After a failure the writer keeps a savepoint per closure for
+//! [`ISOLATED_AFTER_FAILURE`], so a client that keeps making writes fail (the same
+//! duplicate, again and again) costs what savepoints cost, not a replay of every group
+//! its writes land in.
 //!
 //! **Fairness.** Each write names a [`Lane`]: a tenant's intake, or the engine
 //! (claims, outcomes, configuration). Queued writes are taken round robin across
@@ -43,6 +46,9 @@ const MAX_GROUP: usize = 512;
 /// How long a group keeps taking writes before it commits; bounds the latency one
 /// group adds to the writes queued behind it.
 const GROUP_BUDGET: Duration = Duration::from_millis(5);
+
+/// How long every write keeps a savepoint of its own after a write failed.
+const ISOLATED_AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Whose write it is, for round-robin fairness between writers.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -73,6 +79,26 @@ enum Isolation {
     Bare,
     /// In a savepoint of its own, undone if it fails.
     Savepoint,
+}
+
+/// Whether groups run bare or with a savepoint per write: bare, except for a while
+/// after a write failed.
+#[derive(Debug, Default)]
+struct IsolationPolicy {
+    isolated_until: Option<Instant>,
+}
+
+impl IsolationPolicy {
+    fn isolation(&self, now: Instant) -> Isolation {
+        match self.isolated_until {
+            Some(until) if now < until => Isolation::Savepoint,
+            _ => Isolation::Bare,
+        }
+    }
+
+    fn write_failed(&mut self, now: Instant) {
+        self.isolated_until = Some(now + ISOLATED_AFTER_FAILURE);
+    }
 }
 
 /// A queued write, run on the writer thread, answered after its group commits.
@@ -285,6 +311,7 @@ fn write_loop(
     observer: &CommitObserver,
 ) {
     let mut lanes = Lanes::default();
+    let mut policy = IsolationPolicy::default();
     loop {
         if lanes.is_empty() {
             match jobs.recv() {
@@ -293,47 +320,72 @@ fn write_loop(
             }
         }
         let started = Instant::now();
-        let (group, commit) = run_group(connection, &mut lanes, jobs);
-        if commit.is_ok() {
+        let run = run_group(connection, &mut lanes, jobs, policy.isolation(started));
+        if run.a_write_failed {
+            policy.write_failed(Instant::now());
+        }
+        if run.commit.is_ok() {
             observer(started.elapsed());
         }
-        for job in group {
-            job.finish(commit.clone());
+        for job in run.group {
+            job.finish(run.commit.clone());
         }
     }
 }
 
+/// What one group did.
+struct GroupRun {
+    group: Vec<Box<dyn WriteJob>>,
+    commit: Result<(), CommitError>,
+    a_write_failed: bool,
+}
+
 /// Runs writes in one transaction, round robin across lanes, until the budget or the
-/// queue is used up, then commits. If a write fails, the transaction is rolled back
+/// queue is used up, then commits. Run bare, a failing write rolls the transaction back
 /// and the same writes are run again, each in a savepoint ([`replay_isolated`]).
 fn run_group(
     connection: &Connection,
     lanes: &mut Lanes,
     jobs: &mpsc::Receiver<(Lane, Box<dyn WriteJob>)>,
-) -> (Vec<Box<dyn WriteJob>>, Result<(), CommitError>) {
+    isolation: Isolation,
+) -> GroupRun {
     let mut group = Vec::new();
+    let ended = |group, commit, a_write_failed| GroupRun {
+        group,
+        commit,
+        a_write_failed,
+    };
     if let Err(error) = connection.execute_batch("BEGIN IMMEDIATE") {
         // Nothing ran: fail one write so the error reaches a caller, not a loop.
         if let Some(job) = lanes.next() {
             group.push(job);
         }
-        return (group, Err(shared(error)));
+        return ended(group, Err(shared(error)), false);
     }
+    let mut a_write_failed = false;
     let started = Instant::now();
     while group.is_empty() || (group.len() < MAX_GROUP && started.elapsed() < GROUP_BUDGET) {
         lanes.take_arrivals(jobs);
         let Some(mut job) = lanes.next() else {
             break;
         };
-        let ran = job.run(connection, Isolation::Bare);
+        let ran = job.run(connection, isolation);
         group.push(job);
-        if ran != Ran::Done {
-            roll_back(connection);
-            let commit = replay_isolated(connection, &mut group);
-            return (group, commit);
+        match (ran, isolation) {
+            (Ran::Done, _) => {}
+            // Undone by its savepoint; the others stand.
+            (Ran::Failed, Isolation::Savepoint) => a_write_failed = true,
+            (Ran::Failed | Ran::Broken, Isolation::Bare) => {
+                roll_back(connection);
+                let commit = replay_isolated(connection, &mut group);
+                return ended(group, commit, true);
+            }
+            (Ran::Broken, Isolation::Savepoint) => {
+                return ended(group, Err(abort(connection)), true);
+            }
         }
     }
-    (group, commit(connection))
+    ended(group, commit(connection), a_write_failed)
 }
 
 /// Runs `group` again in a new transaction, each write in its own savepoint so that a
@@ -347,9 +399,7 @@ fn replay_isolated(
         .map_err(shared)?;
     for job in group.iter_mut() {
         if job.run(connection, Isolation::Savepoint) == Ran::Broken {
-            tracing::error!("a write left the SQLite transaction unusable; failing its group");
-            roll_back(connection);
-            return Err(CommitError::Aborted);
+            return Err(abort(connection));
         }
     }
     commit(connection)
@@ -361,6 +411,13 @@ fn commit(connection: &Connection) -> Result<(), CommitError> {
         roll_back(connection);
         shared(error)
     })
+}
+
+/// Gives up the group after a write left its transaction unusable.
+fn abort(connection: &Connection) -> CommitError {
+    tracing::error!("a write left the SQLite transaction unusable; failing its group");
+    roll_back(connection);
+    CommitError::Aborted
 }
 
 /// Ends the open transaction, if SQLite has not already.
@@ -454,11 +511,51 @@ mod tests {
         );
         // Run bare, then again in a savepoint once the failure rolled the group back.
         assert_eq!(first_runs.load(Ordering::SeqCst), 2);
-        let reader = Connection::open(&path).expect("reader");
-        let keys: Vec<i64> = reader
+        assert_eq!(kept(&path), [1, 3]);
+
+        // Right after a failure every write has its own savepoint: a second failing
+        // write costs no replay of its group.
+        let second_runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&second_runs);
+        let (held, first, failing, last) = tokio::join!(
+            writer.write(|_| {
+                std::thread::sleep(Duration::from_millis(50));
+                Ok(())
+            }),
+            writer.write(move |c| {
+                counted.fetch_add(1, Ordering::SeqCst);
+                insert(c, 4)
+            }),
+            writer.write(|c| insert(c, 5).and_then(|()| insert(c, 5))),
+            writer.write(|c| insert(c, 6)),
+        );
+        assert!(held.is_ok() && first.is_ok() && last.is_ok() && failing.is_err());
+        assert_eq!(second_runs.load(Ordering::SeqCst), 1);
+        assert_eq!(kept(&path), [1, 3, 4, 6]);
+    }
+
+    /// The keys in the test table, read through a connection of their own.
+    fn kept(path: &std::path::Path) -> Vec<i64> {
+        Connection::open(path)
+            .expect("reader")
             .prepare("SELECT key FROM kept ORDER BY key")
             .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
-            .expect("keys");
-        assert_eq!(keys, [1, 3]);
+            .expect("keys")
+    }
+
+    #[test]
+    fn groups_keep_a_savepoint_per_write_for_a_while_after_a_failure() {
+        let mut policy = IsolationPolicy::default();
+        let now = Instant::now();
+        assert_eq!(policy.isolation(now), Isolation::Bare);
+        policy.write_failed(now);
+        assert_eq!(
+            policy.isolation(now + ISOLATED_AFTER_FAILURE / 2),
+            Isolation::Savepoint
+        );
+        assert_eq!(
+            policy.isolation(now + ISOLATED_AFTER_FAILURE),
+            Isolation::Bare
+        );
     }
 }
