@@ -1,6 +1,6 @@
 //! Logging: JSON lines when stdout is not a terminal (for collectors), readable text
-//! when it is; the level comes from `RUST_LOG` (default `info`). A line logged while
-//! a delivery is attempted carries the delivery's span: tenant, event, delivery and
+//! when it is; the level comes from `RUST_LOG` (default `info`). The line that says
+//! how an attempt ended carries the delivery's span: tenant, event, delivery and
 //! target ids and the attempt number. Payloads, bodies and secrets are never logged.
 
 use std::io::IsTerminal;

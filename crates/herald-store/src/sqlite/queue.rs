@@ -550,15 +550,31 @@ fn load_by_id<T>(
     let loaded = statement.query_map([ids], map).map_err(translate)?;
     let mut by_id = HashMap::new();
     for item in loaded {
-        // An unreadable row is left out; the claims that need it are set aside.
         match item {
             Ok(item) => {
                 by_id.insert(id_of(&item), Arc::new(item));
             }
-            Err(error) => tracing::error!(table, %error, "unreadable row"),
+            // A row that does not decode is left out; the claims that need it are set
+            // aside.
+            Err(error) if is_undecodable(&error) => {
+                tracing::error!(table, %error, "unreadable row");
+            }
+            // Anything else (I/O, a transaction SQLite rolled back) fails the claim: the
+            // deliveries must not be set aside for it.
+            Err(error) => return Err(translate(error)),
         }
     }
     Ok(by_id)
+}
+
+/// Whether a row read failed because its stored values do not decode.
+fn is_undecodable(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::FromSqlConversionFailure(..)
+            | rusqlite::Error::InvalidColumnType(..)
+            | rusqlite::Error::IntegralValueOutOfRange(..)
+    )
 }
 
 pub(super) fn record_outcomes(

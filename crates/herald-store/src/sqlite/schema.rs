@@ -165,10 +165,9 @@ const MIGRATIONS: &[&str] = &[
     // 5: leases are recovered through the in-flight index (every `delivering` row,
     // a handful), so claims and outcomes no longer maintain an index of their expiry.
     "DROP INDEX deliveries_leased;",
-    // 6: two indexes fewer on the intake path. Attempts are only ever read by delivery,
-    // so their ids need no index; an event's idempotency key is indexed only when it
-    // has one (the table's UNIQUE constraint indexed every event, keyless ones under
-    // NULL). A constraint cannot be dropped in SQLite, so both tables are rebuilt.
+    // 6: attempts are only ever read by delivery, so their ids need no index (one
+    // B-tree fewer per attempt). A primary key cannot be dropped in SQLite, so the
+    // table is rebuilt: on a large log this takes a while, once, at start.
     "CREATE TABLE attempts_rebuilt (
         id                TEXT NOT NULL,
         delivery_id       TEXT NOT NULL REFERENCES deliveries(id) ON DELETE CASCADE,
@@ -188,25 +187,7 @@ const MIGRATIONS: &[&str] = &[
         FROM attempts ORDER BY rowid;
     DROP TABLE attempts;
     ALTER TABLE attempts_rebuilt RENAME TO attempts;
-    CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);
-    CREATE TABLE events_rebuilt (
-        id               TEXT PRIMARY KEY,
-        tenant_id        TEXT NOT NULL REFERENCES tenants(id) ON DELETE CASCADE,
-        event_type       TEXT NOT NULL,
-        content_type     TEXT NOT NULL,
-        payload          BLOB NOT NULL,
-        idempotency_key  TEXT,
-        created_at       INTEGER NOT NULL
-    ) STRICT;
-    INSERT INTO events_rebuilt (id, tenant_id, event_type, content_type, payload,
-        idempotency_key, created_at)
-        SELECT id, tenant_id, event_type, content_type, payload, idempotency_key, created_at
-        FROM events ORDER BY rowid;
-    DROP TABLE events;
-    ALTER TABLE events_rebuilt RENAME TO events;
-    CREATE UNIQUE INDEX events_by_idempotency_key ON events(tenant_id, idempotency_key)
-        WHERE idempotency_key IS NOT NULL;
-    CREATE INDEX events_by_age ON events(created_at);",
+    CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);",
 ];
 
 /// The schema version this binary writes.
@@ -222,8 +203,8 @@ pub(super) fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 /// Applies the migrations up to schema `target`.
 ///
 /// Foreign keys are off while migrations run, as SQLite's procedure for rebuilding a
-/// table requires: with them on, dropping the old `events` table would cascade into
-/// every delivery. Each migration checks the references it leaves before it commits.
+/// table requires: with them on, dropping a table that others reference would cascade
+/// into their rows. Each migration checks the references before it commits.
 fn migrate_to(connection: &mut Connection, target: i64) -> Result<(), StoreError> {
     let current = version(connection)?;
     crate::schema_version::refuse_newer(current, latest_version())?;
@@ -255,7 +236,7 @@ fn apply(connection: &mut Connection, current: i64, target: i64) -> Result<(), S
         if let Some(table) = broken {
             return Err(StoreError::Corrupt {
                 detail: format!(
-                    "migration {version} left rows of {table} with a missing reference"
+                    "after migration {version}, rows of {table} reference missing rows"
                 ),
             });
         }
@@ -300,7 +281,7 @@ mod tests {
     }
 
     #[test]
-    fn rebuilt_attempts_and_events_keep_their_rows_references_and_idempotency() {
+    fn rebuilt_attempts_keep_their_rows_and_references() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
         connection
@@ -344,19 +325,7 @@ mod tests {
             .pragma_query_value(None, "foreign_keys", |row| row.get(0))
             .expect("pragma");
         assert!(foreign_keys, "foreign keys are back on after migrating");
-        // A key is still unique per tenant; events without one may be many.
-        assert!(insert_event(&connection, "evt_3", Some("order-1")).is_err());
-        insert_event(&connection, "evt_4", None).expect("a second keyless event");
-        let plan: String = connection
-            .query_row(
-                "EXPLAIN QUERY PLAN SELECT id FROM events WHERE tenant_id = ?1 AND idempotency_key = ?2",
-                ["ten_a", "order-1"],
-                |row| row.get(3),
-            )
-            .expect("plan");
-        assert!(plan.contains("events_by_idempotency_key"), "{plan}");
-        // Deliveries and attempts reference the rebuilt tables: removing the event
-        // removes them.
+        // Attempts reference deliveries still: removing the event removes both.
         connection
             .execute("DELETE FROM events WHERE id = 'evt_1'", [])
             .expect("delete event");

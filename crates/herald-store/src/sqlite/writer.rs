@@ -167,13 +167,19 @@ fn run_bare<T>(
     work: impl Fn(&Connection) -> Result<T, StoreError>,
 ) -> (Result<T, StoreError>, Ran) {
     let outcome = work(connection);
-    let ran = match (&outcome, connection.is_autocommit()) {
-        // Some errors (disk full, I/O) make SQLite roll back the whole transaction.
-        (_, true) => Ran::Broken,
-        (Ok(_), false) => Ran::Done,
-        (Err(_), false) => Ran::Failed,
-    };
+    let ran = ran(outcome.is_ok(), !connection.is_autocommit());
     (outcome, ran)
+}
+
+/// How a write ran, from whether it succeeded and whether the group's transaction is
+/// still sound: some errors (disk full, I/O) make SQLite roll back the whole
+/// transaction, and then nothing of the group may be reported committed.
+fn ran(succeeded: bool, sound: bool) -> Ran {
+    match (sound, succeeded) {
+        (false, _) => Ran::Broken,
+        (true, true) => Ran::Done,
+        (true, false) => Ran::Failed,
+    }
 }
 
 /// Runs `work` in a savepoint of the open transaction, undoing it if it fails.
@@ -188,23 +194,13 @@ fn run_in_savepoint<T>(
             .map_err(translate)
     };
     if let Err(error) = run("SAVEPOINT job") {
-        let ran = if connection.is_autocommit() {
-            Ran::Broken
-        } else {
-            Ran::Failed
-        };
-        return (Err(error), ran);
+        return (Err(error), ran(false, !connection.is_autocommit()));
     }
     let outcome = work(connection);
     let undone = outcome.is_ok() || run("ROLLBACK TO job").is_ok();
     let released = run("RELEASE job").is_ok();
-    // Some errors (disk full, I/O) make SQLite roll back the whole transaction: then
-    // nothing of the group may be reported committed.
-    let ran = match (undone && released && !connection.is_autocommit(), &outcome) {
-        (false, _) => Ran::Broken,
-        (true, Ok(_)) => Ran::Done,
-        (true, Err(_)) => Ran::Failed,
-    };
+    let sound = undone && released && !connection.is_autocommit();
+    let ran = ran(outcome.is_ok(), sound);
     (outcome, ran)
 }
 
@@ -396,7 +392,10 @@ fn replay_isolated(
 ) -> Result<(), CommitError> {
     connection
         .execute_batch("BEGIN IMMEDIATE")
-        .map_err(shared)?;
+        .map_err(|error| {
+            tracing::error!(%error, "could not begin the replay of a group; failing its writes");
+            shared(error)
+        })?;
     for job in group.iter_mut() {
         if job.run(connection, Isolation::Savepoint) == Ran::Broken {
             return Err(abort(connection));
@@ -476,71 +475,99 @@ mod tests {
             .map_err(translate)
     }
 
-    #[tokio::test]
-    async fn a_failing_write_keeps_nothing_and_fails_no_other_write_of_its_group() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("writer.db");
-        let connection = Connection::open(&path).expect("database");
-        connection
-            .execute_batch("CREATE TABLE kept (key INTEGER PRIMARY KEY)")
-            .expect("table");
-        let writer = Writer::start(connection, Arc::new(|_| {})).expect("writer");
-        let first_runs = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&first_runs);
-
-        // The first write holds the writer past the group budget, so the next three are
-        // queued meanwhile and run in one group.
-        let (held, first, failing, last) = tokio::join!(
-            writer.write(|_| {
-                std::thread::sleep(Duration::from_millis(50));
-                Ok(())
-            }),
-            writer.write(move |c| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                insert(c, 1)
-            }),
-            // Writes a row, then breaks a constraint: the row must not be kept.
-            writer.write(|c| insert(c, 2).and_then(|()| insert(c, 2))),
-            writer.write(|c| insert(c, 3)),
-        );
-
-        assert!(held.is_ok() && first.is_ok() && last.is_ok());
-        assert!(
-            failing.is_err(),
-            "the failing write is answered with its error"
-        );
-        // Run bare, then again in a savepoint once the failure rolled the group back.
-        assert_eq!(first_runs.load(Ordering::SeqCst), 2);
-        assert_eq!(kept(&path), [1, 3]);
-
-        // Right after a failure every write has its own savepoint: a second failing
-        // write costs no replay of its group.
-        let second_runs = Arc::new(AtomicUsize::new(0));
-        let counted = Arc::clone(&second_runs);
-        let (held, first, failing, last) = tokio::join!(
-            writer.write(|_| {
-                std::thread::sleep(Duration::from_millis(50));
-                Ok(())
-            }),
-            writer.write(move |c| {
-                counted.fetch_add(1, Ordering::SeqCst);
-                insert(c, 4)
-            }),
-            writer.write(|c| insert(c, 5).and_then(|()| insert(c, 5))),
-            writer.write(|c| insert(c, 6)),
-        );
-        assert!(held.is_ok() && first.is_ok() && last.is_ok() && failing.is_err());
-        assert_eq!(second_runs.load(Ordering::SeqCst), 1);
-        assert_eq!(kept(&path), [1, 3, 4, 6]);
+    /// Queues `work` in the engine's lane; its answer arrives once its group ends.
+    fn queue<T, F>(lanes: &mut Lanes, work: F) -> oneshot::Receiver<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            work,
+            outcome: None,
+            reply,
+        };
+        lanes.push(Lane::Engine, Box::new(job));
+        answer
     }
 
-    /// The keys in the test table, read through a connection of their own.
-    fn kept(path: &std::path::Path) -> Vec<i64> {
-        Connection::open(path)
-            .expect("reader")
+    /// Runs what is queued, in as many groups as it takes (a group that fails bare
+    /// ends at the failing write), and answers it; says whether a write failed.
+    fn run_queued(connection: &Connection, lanes: &mut Lanes, isolation: Isolation) -> bool {
+        let (_arrivals, jobs) = mpsc::channel();
+        let mut a_write_failed = false;
+        while !lanes.is_empty() {
+            let run = run_group(connection, lanes, &jobs, isolation);
+            for job in run.group {
+                job.finish(run.commit.clone());
+            }
+            a_write_failed |= run.a_write_failed;
+        }
+        a_write_failed
+    }
+
+    /// The keys committed to the test table.
+    fn kept(connection: &Connection) -> Vec<i64> {
+        connection
             .prepare("SELECT key FROM kept ORDER BY key")
             .and_then(|mut s| s.query_map([], |row| row.get(0))?.collect())
             .expect("keys")
+    }
+
+    /// Queues three writes, the middle one writing a row and then breaking a
+    /// constraint; returns how often the first one ran and the three answers.
+    fn three_writes_one_failing(
+        connection: &Connection,
+        keys: [i64; 3],
+        isolation: Isolation,
+    ) -> (usize, [bool; 3]) {
+        let mut lanes = Lanes::default();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&runs);
+        let [first_key, failing_key, last_key] = keys;
+        let mut first = queue(&mut lanes, move |c| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            insert(c, first_key)
+        });
+        let mut failing = queue(&mut lanes, move |c| {
+            insert(c, failing_key).and_then(|()| insert(c, failing_key))
+        });
+        let mut last = queue(&mut lanes, move |c| insert(c, last_key));
+        assert!(
+            run_queued(connection, &mut lanes, isolation),
+            "a write failed"
+        );
+        let answered_ok = |answer: &mut oneshot::Receiver<Result<(), StoreError>>| {
+            answer.try_recv().expect("answered").is_ok()
+        };
+        let answers = [
+            answered_ok(&mut first),
+            answered_ok(&mut failing),
+            answered_ok(&mut last),
+        ];
+        (runs.load(Ordering::SeqCst), answers)
+    }
+
+    #[test]
+    fn a_failing_write_keeps_nothing_and_fails_no_other_write_of_its_group() {
+        let connection = Connection::open_in_memory().expect("database");
+        connection
+            .execute_batch("CREATE TABLE kept (key INTEGER PRIMARY KEY)")
+            .expect("table");
+
+        // Bare: the failure rolls the group back, and it runs again with savepoints.
+        let (runs, answers) = three_writes_one_failing(&connection, [1, 2, 3], Isolation::Bare);
+        assert_eq!(answers, [true, false, true]);
+        assert_eq!(runs, 2, "run bare, then again in a savepoint");
+        assert_eq!(kept(&connection), [1, 3]);
+
+        // With a savepoint per write (as for a while after a failure), a failing write
+        // costs no second run of its group.
+        let (runs, answers) =
+            three_writes_one_failing(&connection, [4, 5, 6], Isolation::Savepoint);
+        assert_eq!(answers, [true, false, true]);
+        assert_eq!(runs, 1);
+        assert_eq!(kept(&connection), [1, 3, 4, 6]);
     }
 
     #[test]

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -33,7 +32,10 @@ pub struct Api {
 impl Api {
     /// Herald's API at `base`, set up through `http`.
     pub fn new(http: reqwest::Client, base: String) -> Self {
-        let publisher = Client::builder(TokioExecutor::new()).build_http();
+        // No Nagle delay, like reqwest and Herald's own dispatcher.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let publisher = Client::builder(TokioExecutor::new()).build(connector);
         Self {
             http,
             base,

@@ -40,8 +40,8 @@ impl Load {
         let (events, fan_out, rate) = match args.scenario {
             Scenario::FanOut10 => (10_000, 10, 0),
             Scenario::Steady => (30_000, 1, 1_000),
-            // The backlog's two runs are `throughput`'s, so that the ratio compares
-            // runs as long as the scenario it refers to (shorter ones moved ±15 %).
+            // `throughput` and each of the backlog's two runs (as long as the scenario
+            // the ratio refers to: shorter runs moved by ±15 %), and the others.
             _ => (50_000, 1, 0),
         };
         Self {

@@ -41,6 +41,14 @@ const MAX_CAPTURED_HEADERS: usize = 32;
 /// The `User-Agent` of every delivery.
 const AGENT: &str = concat!("Herald/", env!("CARGO_PKG_VERSION"));
 
+// The Standard Webhooks headers and Herald's own, made once instead of per request.
+const WEBHOOK_ID: HeaderName = HeaderName::from_static("webhook-id");
+const WEBHOOK_TIMESTAMP: HeaderName = HeaderName::from_static("webhook-timestamp");
+const WEBHOOK_SIGNATURE: HeaderName = HeaderName::from_static("webhook-signature");
+const HERALD_EVENT_TYPE: HeaderName = HeaderName::from_static("herald-event-type");
+const HERALD_ATTEMPT: HeaderName = HeaderName::from_static("herald-attempt");
+const HERALD_DELIVERY_ID: HeaderName = HeaderName::from_static("herald-delivery-id");
+
 /// The connections of the delivery client: TCP through the SSRF guard's resolver,
 /// then TLS when the URL says `https`.
 type Connector = HttpsConnector<HttpConnector<GuardedResolver>>;
@@ -171,36 +179,23 @@ fn headers(claim: &Claim, now: Timestamp) -> Result<HeaderMap, String> {
         &event.payload,
     );
     let mut headers = HeaderMap::with_capacity(8 + target.headers.as_map().len());
-    let value_of = |name: &str, value: &str| {
-        HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))
-    };
+    let invalid = |name: &str, error: &dyn std::fmt::Display| format!("header {name}: {error}");
+    let value_of =
+        |name: &str, value: &str| HeaderValue::from_str(value).map_err(|e| invalid(name, &e));
     for (name, value) in target.headers.as_map() {
-        let parsed =
-            HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
+        let parsed = HeaderName::from_bytes(name.as_bytes()).map_err(|e| invalid(name, &e))?;
         headers.insert(parsed, value_of(name, value)?);
     }
-    // Herald's own names are constants: no parsing per request.
+    // Herald's own go in last: a custom header of the same name is replaced.
     let own = [
         (CONTENT_TYPE, event.content_type.as_str()),
         (USER_AGENT, AGENT),
-        (HeaderName::from_static("webhook-id"), event.id.as_str()),
-        (
-            HeaderName::from_static("webhook-timestamp"),
-            &seconds.to_string(),
-        ),
-        (HeaderName::from_static("webhook-signature"), &signature),
-        (
-            HeaderName::from_static("herald-event-type"),
-            event.event_type.as_str(),
-        ),
-        (
-            HeaderName::from_static("herald-attempt"),
-            &(claim.delivery.attempts + 1).to_string(),
-        ),
-        (
-            HeaderName::from_static("herald-delivery-id"),
-            claim.delivery.id.as_str(),
-        ),
+        (WEBHOOK_ID, event.id.as_str()),
+        (WEBHOOK_TIMESTAMP, &seconds.to_string()),
+        (WEBHOOK_SIGNATURE, &signature),
+        (HERALD_EVENT_TYPE, event.event_type.as_str()),
+        (HERALD_ATTEMPT, &(claim.delivery.attempts + 1).to_string()),
+        (HERALD_DELIVERY_ID, claim.delivery.id.as_str()),
     ];
     for (name, value) in own {
         let value = value_of(name.as_str(), value)?;

@@ -769,6 +769,7 @@ impl Scheduler {
 /// about 2 % of Herald's CPU at full load, though at the default level a success
 /// logs nothing.
 fn log_verdict(delivery: &Delivery, verdict: &Verdict, duration_ms: u32) {
+    // At ERROR level so the span (and its ids) is kept whatever `RUST_LOG` lets through.
     let span = || {
         tracing::span!(
             Level::ERROR,
