@@ -14,7 +14,8 @@
 //! group's closures are run again, each in its own savepoint; only that second run is
 //! committed and answered. Closures are therefore `Fn`: running one twice must give the
 //! same writes, which holds because they only read their captured input and the
-//! database. After a failure the writer keeps a savepoint per closure for
+//! database (a line one logs, such as a claim setting a corrupt delivery aside, is
+//! logged again by the second run). After a failure the writer keeps a savepoint per closure for
 //! [`ISOLATED_AFTER_FAILURE`], so a client that keeps making writes fail (the same
 //! duplicate, again and again) costs what savepoints cost, not a replay of every group
 //! its writes land in.
