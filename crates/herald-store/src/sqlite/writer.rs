@@ -137,6 +137,23 @@ struct Job<T, F> {
     reply: oneshot::Sender<Result<T, StoreError>>,
 }
 
+impl<T, F> Job<T, F>
+where
+    T: Send + 'static,
+    F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+{
+    /// `work` as a write to queue, and where its answer will arrive.
+    fn queued(work: F) -> (Box<dyn WriteJob>, oneshot::Receiver<Result<T, StoreError>>) {
+        let (reply, answer) = oneshot::channel();
+        let job = Self {
+            work,
+            outcome: None,
+            reply,
+        };
+        (Box::new(job), answer)
+    }
+}
+
 impl<T, F> WriteJob for Job<T, F>
 where
     T: Send,
@@ -246,14 +263,9 @@ impl Writer {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            work,
-            outcome: None,
-            reply,
-        };
+        let (job, answer) = Job::queued(work);
         self.queue
-            .send((lane, Box::new(job)))
+            .send((lane, job))
             .map_err(|_| StoreError::backend(WriterStopped))?;
         answer
             .await
@@ -482,13 +494,8 @@ mod tests {
         T: Send + 'static,
         F: Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            work,
-            outcome: None,
-            reply,
-        };
-        lanes.push(Lane::Engine, Box::new(job));
+        let (job, answer) = Job::queued(work);
+        lanes.push(Lane::Engine, job);
         answer
     }
 
