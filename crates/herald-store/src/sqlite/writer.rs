@@ -15,10 +15,10 @@
 //! committed and answered. Closures are therefore `Fn`: running one twice must give the
 //! same writes, which holds because they only read their captured input and the
 //! database (a line one logs, such as a claim setting a corrupt delivery aside, is
-//! logged again by the second run). After a failure the writer keeps a savepoint per closure for
-//! [`ISOLATED_AFTER_FAILURE`], so a client that keeps making writes fail (the same
-//! duplicate, again and again) costs what savepoints cost, not a replay of every group
-//! its writes land in.
+//! logged again by the second run). After a failure the writer keeps a savepoint per
+//! closure for [`ISOLATED_AFTER_FAILURE`], so a client that keeps making writes fail
+//! (the same duplicate, again and again) costs what savepoints cost, not a replay of
+//! every group its writes land in.
 //!
 //! **Fairness.** Each write names a [`Lane`]: a tenant's intake, or the engine
 //! (claims, outcomes, configuration). Queued writes are taken round robin across
