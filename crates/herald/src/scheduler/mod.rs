@@ -778,39 +778,35 @@ fn log_verdict(delivery: &Delivery, verdict: &Verdict, duration_ms: u32) {
             target = %delivery.target_id, attempt = delivery.attempts + 1,
         )
     };
+    // The level is checked before the span is made: that is the point of making it here.
+    macro_rules! log_at {
+        ($level:expr, $($line:tt)+) => {
+            if tracing::enabled!($level) {
+                span().in_scope(|| tracing::event!($level, $($line)+));
+            }
+        };
+    }
     let code = verdict.last_status_code;
     let error = verdict.last_error.as_deref().unwrap_or_default();
     match verdict.status {
         DeliveryStatus::Succeeded => {
-            if tracing::enabled!(Level::DEBUG) {
-                span().in_scope(|| tracing::debug!(status_code = code, duration_ms, "delivered"));
-            }
+            log_at!(Level::DEBUG, status_code = code, duration_ms, "delivered");
         }
-        DeliveryStatus::Dead => {
-            if tracing::enabled!(Level::WARN) {
-                span().in_scope(|| {
-                    tracing::warn!(
-                        status_code = code,
-                        error,
-                        duration_ms,
-                        "attempt failed; the delivery is dead (see the dead letters)"
-                    );
-                });
-            }
-        }
-        _ => {
-            if tracing::enabled!(Level::INFO) {
-                span().in_scope(|| {
-                    tracing::info!(
-                        status_code = code,
-                        error,
-                        duration_ms,
-                        next_attempt_at = verdict.next_attempt_at.as_millis(),
-                        "attempt failed; retry scheduled"
-                    );
-                });
-            }
-        }
+        DeliveryStatus::Dead => log_at!(
+            Level::WARN,
+            status_code = code,
+            error,
+            duration_ms,
+            "attempt failed; the delivery is dead (see the dead letters)"
+        ),
+        _ => log_at!(
+            Level::INFO,
+            status_code = code,
+            error,
+            duration_ms,
+            next_attempt_at = verdict.next_attempt_at.as_millis(),
+            "attempt failed; retry scheduled"
+        ),
     }
 }
 
