@@ -52,6 +52,8 @@ impl ChildServer {
         let mut child = command
             .env("HERALD_ADMIN_TOKEN", &admin_token)
             .env("RUST_LOG", "warn,herald=info")
+            // The tool's own runtime size is not Herald's.
+            .env_remove("TOKIO_WORKER_THREADS")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

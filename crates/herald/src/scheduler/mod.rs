@@ -778,10 +778,13 @@ fn log_verdict(delivery: &Delivery, verdict: &Verdict, duration_ms: u32) {
             target = %delivery.target_id, attempt = delivery.attempts + 1,
         )
     };
-    // The level is checked before the span is made: that is the point of making it here.
+    // The span is made only if the most verbose level anything lets through reaches the
+    // line's: cheap (an atomic load), and true whenever a directive could take the
+    // line, including one keyed on this very span (`[delivery{tenant=…}]=debug`), which
+    // a check outside the span would miss. The line itself is filtered inside the span.
     macro_rules! log_at {
         ($level:expr, $($line:tt)+) => {
-            if tracing::enabled!($level) {
+            if tracing::level_enabled!($level) {
                 span().in_scope(|| tracing::event!($level, $($line)+));
             }
         };
