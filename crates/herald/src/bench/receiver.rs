@@ -1,14 +1,23 @@
 //! The benchmark's receiver: counts deliveries and measures publish→receipt latency
 //! from the time stamped at the start of each payload.
+//!
+//! It is hyper's HTTP/1.1 server with no router or extractors on top, answering every
+//! request the same way: the tool shares the machine with Herald, so the less it
+//! spends per webhook the more of the machine is left to what is measured.
 
+use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::StatusCode;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
 
 #[derive(Default)]
 struct Tally {
@@ -37,15 +46,9 @@ impl Receiver {
 
     async fn serve(blackhole: bool) -> anyhow::Result<Self> {
         let tally = Arc::new(Tally::default());
-        let app = if blackhole {
-            Router::new().fallback(hold)
-        } else {
-            Router::new().fallback(receive)
-        }
-        .with_state(Arc::clone(&tally));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(accept(listener, Arc::clone(&tally), blackhole));
         Ok(Self { base, tally })
     }
 
@@ -98,11 +101,47 @@ impl Receiver {
     }
 }
 
-async fn receive(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
+/// Serves every connection `listener` accepts, each on a task of its own.
+async fn accept(listener: TcpListener, tally: Arc<Tally>, blackhole: bool) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors, say: let the ones open finish first.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        // Answers go out at once, as from any receiver that serves HTTP well.
+        let _ = stream.set_nodelay(true);
+        let tally = Arc::clone(&tally);
+        let service = service_fn(move |request: Request<Incoming>| {
+            let tally = Arc::clone(&tally);
+            async move {
+                let status = if blackhole {
+                    hold(&tally).await
+                } else {
+                    match request.into_body().collect().await {
+                        Ok(body) => receive(&tally, &body.to_bytes()),
+                        Err(_) => StatusCode::BAD_REQUEST,
+                    }
+                };
+                let mut response = Response::new(Empty::<Bytes>::new());
+                *response.status_mut() = status;
+                Ok::<_, Infallible>(response)
+            }
+        });
+        tokio::spawn(async move {
+            // A connection the client drops mid-request simply ends.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn receive(tally: &Tally, body: &[u8]) -> StatusCode {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros());
-    if let Some(sent) = sent_at(&body)
+    if let Some(sent) = sent_at(body)
         && let Ok(mut latencies) = tally.latencies_us.lock()
     {
         latencies.push(u64::try_from(now.saturating_sub(sent)).unwrap_or(u64::MAX));
@@ -114,7 +153,7 @@ async fn receive(State(tally): State<Arc<Tally>>, body: Bytes) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
-async fn hold(State(tally): State<Arc<Tally>>) -> StatusCode {
+async fn hold(tally: &Tally) -> StatusCode {
     tally.count.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(3600)).await;
     StatusCode::NO_CONTENT
