@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use herald_core::flow::CircuitPolicy;
 use herald_core::service::{Admission, Management};
 use herald_core::store::{Change, ChangeListener, Store, StoreError};
@@ -183,6 +184,13 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         metrics,
     };
     let (shutdown, stopped) = oneshot::channel::<()>();
+    // Answers leave at once: without this, a response written in more than one piece
+    // can wait for the client's delayed acknowledgement.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY on an accepted connection");
+        }
+    });
     let server = axum::serve(listener, api::router(state)).with_graceful_shutdown(async move {
         let _ = stopped.await;
     });
