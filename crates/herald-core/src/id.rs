@@ -28,8 +28,21 @@ macro_rules! define_id {
 
             /// Reads an id from text, or `None` when the text cannot be such an id.
             pub fn parse(text: &str) -> Option<Self> {
-                let hex = text.strip_prefix($prefix)?;
-                is_lower_hex(hex).then(|| Self(text.to_owned()))
+                Self::is_one(text).then(|| Self(text.to_owned()))
+            }
+
+            /// Like [`Self::parse`], keeping `text`'s allocation (stored rows are read
+            /// into owned strings); gives `text` back when it cannot be such an id.
+            pub fn parse_owned(text: String) -> Result<Self, String> {
+                if Self::is_one(&text) {
+                    Ok(Self(text))
+                } else {
+                    Err(text)
+                }
+            }
+
+            fn is_one(text: &str) -> bool {
+                text.strip_prefix($prefix).is_some_and(is_lower_hex)
             }
 
             /// The id as text, prefix included.
@@ -117,5 +130,19 @@ mod tests {
             None
         );
         assert_eq!(TargetId::parse("tgt_0123456789abcdef0123456789abcde"), None);
+    }
+
+    #[test]
+    fn parse_owned_agrees_with_parse_and_gives_bad_text_back() {
+        let target = TargetId::generate();
+        assert_eq!(
+            TargetId::parse_owned(target.as_str().to_owned()),
+            Ok(target.clone())
+        );
+        assert_eq!(
+            FilterId::parse_owned(target.as_str().to_owned()),
+            Err(target.as_str().to_owned())
+        );
+        assert_eq!(TargetId::parse_owned("tgt_".into()), Err("tgt_".into()));
     }
 }

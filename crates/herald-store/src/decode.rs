@@ -150,9 +150,13 @@ fn valid<T>(index: usize, result: Result<T, ValidationError>) -> Result<T, Undec
     result.map_err(|error| Undecodable::new(index, error))
 }
 
-fn id<T>(row: &impl Columns, index: usize, parse: fn(&str) -> Option<T>) -> Result<T, Undecodable> {
-    let text = text(row, index)?;
-    parse(&text).ok_or_else(|| Undecodable::new(index, format!("{text:?} is not a valid id")))
+fn id<T>(
+    row: &impl Columns,
+    index: usize,
+    parse: fn(String) -> Result<T, String>,
+) -> Result<T, Undecodable> {
+    parse(text(row, index)?)
+        .map_err(|text| Undecodable::new(index, format!("{text:?} is not a valid id")))
 }
 
 fn json<T: serde::de::DeserializeOwned>(
@@ -181,7 +185,7 @@ fn rate_limit(
 /// A row of [`TENANT_COLUMNS`].
 pub(crate) fn tenant(row: &impl Columns) -> Result<Tenant, Undecodable> {
     Ok(Tenant {
-        id: id(row, 0, TenantId::parse)?,
+        id: id(row, 0, TenantId::parse_owned)?,
         name: valid(1, TenantName::parse(&text(row, 1)?, "name"))?,
         created_at: timestamp(row, 2)?,
         updated_at: timestamp(row, 3)?,
@@ -195,8 +199,8 @@ pub(crate) fn api_key(row: &impl Columns) -> Result<ApiKey, Undecodable> {
         .try_into()
         .map_err(|_| Undecodable::new(2, "a key hash is not 32 bytes"))?;
     Ok(ApiKey {
-        id: id(row, 0, ApiKeyId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
+        id: id(row, 0, ApiKeyId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
         hash: KeyHash(hash),
         visible_prefix: text(row, 3)?,
         created_at: timestamp(row, 4)?,
@@ -207,8 +211,8 @@ pub(crate) fn api_key(row: &impl Columns) -> Result<ApiKey, Undecodable> {
 pub(crate) fn target(row: &impl Columns) -> Result<Target, Undecodable> {
     let headers: BTreeMap<String, String> = json(row, 5)?;
     Ok(Target {
-        id: id(row, 0, TargetId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
+        id: id(row, 0, TargetId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
         url: valid(2, TargetUrl::parse(&text(row, 2)?, "url"))?,
         description: description(row, 3)?,
         secret: valid(4, TargetSecret::parse(&text(row, 4)?, "secret"))?,
@@ -257,8 +261,8 @@ pub(crate) fn circuit(row: &impl Columns, start: usize) -> Result<Option<Circuit
 /// A row of [`EVENT_COLUMNS`].
 pub(crate) fn event(row: &impl Columns) -> Result<Event, Undecodable> {
     Ok(Event {
-        id: id(row, 0, EventId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
+        id: id(row, 0, EventId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
         event_type: valid(2, EventType::parse(&text(row, 2)?, "event_type"))?,
         content_type: valid(3, ContentType::parse(&text(row, 3)?, "content_type"))?,
         payload: Bytes::from(required(4, row.blob(4)?)?),
@@ -274,11 +278,11 @@ pub(crate) fn event(row: &impl Columns) -> Result<Event, Undecodable> {
 pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, Undecodable> {
     let status = text(row, 6)?;
     Ok(Delivery {
-        id: id(row, 0, DeliveryId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
-        event_id: id(row, 2, EventId::parse)?,
-        target_id: id(row, 3, TargetId::parse)?,
-        subscription_id: id(row, 4, SubscriptionId::parse)?,
+        id: id(row, 0, DeliveryId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
+        event_id: id(row, 2, EventId::parse_owned)?,
+        target_id: id(row, 3, TargetId::parse_owned)?,
+        subscription_id: id(row, 4, SubscriptionId::parse_owned)?,
         event_type: valid(5, EventType::parse(&text(row, 5)?, "event_type"))?,
         status: DeliveryStatus::parse(&status)
             .ok_or_else(|| Undecodable::new(6, format!("unknown status {status:?}")))?,
@@ -295,9 +299,9 @@ pub(crate) fn delivery(row: &impl Columns) -> Result<Delivery, Undecodable> {
 /// A row of [`ATTEMPT_COLUMNS`].
 pub(crate) fn attempt(row: &impl Columns) -> Result<Attempt, Undecodable> {
     Ok(Attempt {
-        id: id(row, 0, AttemptId::parse)?,
-        delivery_id: id(row, 1, DeliveryId::parse)?,
-        tenant_id: id(row, 2, TenantId::parse)?,
+        id: id(row, 0, AttemptId::parse_owned)?,
+        delivery_id: id(row, 1, DeliveryId::parse_owned)?,
+        tenant_id: id(row, 2, TenantId::parse_owned)?,
         number: number(row, 3)?,
         started_at: timestamp(row, 4)?,
         duration_ms: number(row, 5)?,
@@ -312,8 +316,8 @@ pub(crate) fn attempt(row: &impl Columns) -> Result<Attempt, Undecodable> {
 pub(crate) fn filter(row: &impl Columns) -> Result<Filter, Undecodable> {
     let patterns: Vec<String> = json(row, 3)?;
     Ok(Filter {
-        id: id(row, 0, FilterId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
+        id: id(row, 0, FilterId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
         description: description(row, 2)?,
         patterns: valid(3, FilterPatterns::parse(&patterns, "patterns"))?,
         created_at: timestamp(row, 4)?,
@@ -324,10 +328,10 @@ pub(crate) fn filter(row: &impl Columns) -> Result<Filter, Undecodable> {
 /// A row of [`SUBSCRIPTION_COLUMNS`].
 pub(crate) fn subscription(row: &impl Columns) -> Result<Subscription, Undecodable> {
     Ok(Subscription {
-        id: id(row, 0, SubscriptionId::parse)?,
-        tenant_id: id(row, 1, TenantId::parse)?,
-        target_id: id(row, 2, TargetId::parse)?,
-        filter_id: id(row, 3, FilterId::parse)?,
+        id: id(row, 0, SubscriptionId::parse_owned)?,
+        tenant_id: id(row, 1, TenantId::parse_owned)?,
+        target_id: id(row, 2, TargetId::parse_owned)?,
+        filter_id: id(row, 3, FilterId::parse_owned)?,
         active: flag(row, 4)?,
         created_at: timestamp(row, 5)?,
         updated_at: timestamp(row, 6)?,
@@ -338,8 +342,8 @@ pub(crate) fn subscription(row: &impl Columns) -> Result<Subscription, Undecodab
 pub(crate) fn route(row: &impl Columns) -> Result<herald_core::routing::Route, Undecodable> {
     let patterns: Vec<String> = json(row, 2)?;
     Ok(herald_core::routing::Route {
-        subscription_id: id(row, 0, SubscriptionId::parse)?,
-        target_id: id(row, 1, TargetId::parse)?,
+        subscription_id: id(row, 0, SubscriptionId::parse_owned)?,
+        target_id: id(row, 1, TargetId::parse_owned)?,
         patterns: valid(2, FilterPatterns::parse(&patterns, "patterns"))?,
     })
 }
@@ -351,7 +355,7 @@ pub(crate) const PARKED_COLUMNS: &str =
 /// A row of [`PARKED_COLUMNS`].
 pub(crate) fn parked(row: &impl Columns) -> Result<herald_core::store::ParkedRecord, Undecodable> {
     Ok(herald_core::store::ParkedRecord {
-        id: id(row, 0, herald_core::id::ParkedId::parse)?,
+        id: id(row, 0, herald_core::id::ParkedId::parse_owned)?,
         topic: text(row, 1)?,
         partition: number(row, 2)?,
         offset: number(row, 3)?,
