@@ -25,7 +25,10 @@ fn main() -> ExitCode {
 }
 
 fn serve(args: ServeArgs) -> ExitCode {
-    telemetry::init();
+    if let Err(error) = telemetry::init() {
+        eprintln!("herald: {error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let admin_token = std::env::var("HERALD_ADMIN_TOKEN")
         .ok()
         .filter(|token| !token.is_empty());

@@ -134,6 +134,15 @@ fn a_config_file_with_an_unknown_key_is_refused() {
     );
 }
 
+#[test]
+fn a_log_filter_that_does_not_parse_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8");
+    let output = run(herald(&["serve", "--data-dir", data]).env("RUST_LOG", "herald=loud"));
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("RUST_LOG"), "{}", stderr(&output));
+}
+
 /// A running `herald serve` and the lines it printed so far.
 pub struct Server {
     child: Child,
