@@ -216,7 +216,7 @@ pub(crate) fn target(row: &impl Columns) -> Result<Target, Undecodable> {
         url: valid(2, TargetUrl::parse(&text(row, 2)?, "url"))?,
         description: description(row, 3)?,
         secret: valid(4, TargetSecret::parse(&text(row, 4)?, "secret"))?,
-        headers: valid(5, CustomHeaders::parse(headers, "headers"))?,
+        headers: valid(5, CustomHeaders::stored(headers, "headers"))?,
         rate_limit: rate_limit(row, 6, "rate_limit_per_second")?,
         max_in_flight: valid(7, MaxInFlight::parse(number(row, 7)?, "max_in_flight"))?,
         timeout: valid(8, Timeout::parse_millis(number(row, 8)?, "timeout_ms"))?,

@@ -18,6 +18,9 @@ const MAX_URL_LEN: usize = 2048;
 const MAX_HEADERS: usize = 32;
 /// Longest custom header value, in bytes.
 const MAX_HEADER_VALUE_LEN: usize = 4096;
+/// Longest custom header name, in bytes (far above any real one, far below what an
+/// HTTP client would refuse to send).
+const MAX_HEADER_NAME_LEN: usize = 256;
 /// Header names Herald sets itself; a target may not override them.
 const RESERVED_HEADERS: [&str; 7] = [
     "host",
@@ -94,13 +97,37 @@ impl CustomHeaders {
     ///
     /// Names must be HTTP tokens and not one Herald sets itself; values must be
     /// visible ASCII or spaces (no line breaks, so no header injection).
+    /// Names are at most 256 bytes, and no name may appear twice in
+    /// different cases.
     pub fn parse(headers: BTreeMap<String, String>, field: &str) -> Result<Self, ValidationError> {
-        if headers.len() > MAX_HEADERS {
-            return Err(ValidationError::new(
-                field,
-                format!("at most {MAX_HEADERS} headers are allowed"),
-            ));
+        check_count(&headers, field)?;
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in &headers {
+            if name.len() > MAX_HEADER_NAME_LEN {
+                return Err(ValidationError::new(
+                    field,
+                    format!("header names must be at most {MAX_HEADER_NAME_LEN} bytes"),
+                ));
+            }
+            let field = format!("{field}.{name}");
+            check_header(name, value, &field)?;
+            // HTTP names are case-insensitive: two spellings would be one header, and
+            // only one of the values would be sent.
+            if !seen.insert(name.to_ascii_lowercase()) {
+                return Err(ValidationError::new(
+                    &field,
+                    format!("{name:?} is given twice (header names ignore case)"),
+                ));
+            }
         }
+        Ok(Self(headers))
+    }
+
+    /// Headers read back from the store, checked as every version of Herald checked
+    /// them on the way in (token names, safe values): a stricter rule added later must
+    /// not make a target stored before it unreadable.
+    pub fn stored(headers: BTreeMap<String, String>, field: &str) -> Result<Self, ValidationError> {
+        check_count(&headers, field)?;
         for (name, value) in &headers {
             check_header(name, value, &format!("{field}.{name}"))?;
         }
@@ -111,6 +138,16 @@ impl CustomHeaders {
     pub fn as_map(&self) -> &BTreeMap<String, String> {
         &self.0
     }
+}
+
+fn check_count(headers: &BTreeMap<String, String>, field: &str) -> Result<(), ValidationError> {
+    if headers.len() > MAX_HEADERS {
+        return Err(ValidationError::new(
+            field,
+            format!("at most {MAX_HEADERS} headers are allowed"),
+        ));
+    }
+    Ok(())
 }
 
 fn check_header(name: &str, value: &str, field: &str) -> Result<(), ValidationError> {
@@ -441,6 +478,24 @@ mod tests {
                 "{name:?}: {value:?} should be refused"
             );
         }
+        assert!(parse(&"a".repeat(256), "x").is_ok());
+        let long = parse(&"a".repeat(70_000), "x").expect_err("a name no client sends");
+        assert!(
+            long.to_string().len() < 200,
+            "the error does not echo the name"
+        );
+    }
+
+    #[test]
+    fn a_header_named_twice_in_different_cases_is_refused() {
+        let headers = BTreeMap::from([
+            ("X-Team".to_owned(), "a".to_owned()),
+            ("x-team".to_owned(), "b".to_owned()),
+        ]);
+        let error = CustomHeaders::parse(headers.clone(), "headers").expect_err("one, twice");
+        assert!(error.to_string().contains("twice"), "{error}");
+        // A target stored before the rule still reads back.
+        assert!(CustomHeaders::stored(headers, "headers").is_ok());
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! and putting deliveries back in the queue.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::filter::EventType;
 use herald_core::id::{DeliveryId, TargetId, TenantId};
@@ -16,7 +16,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListOf, page_request};
 use super::wire::{path_id, rfc3339};
 
@@ -218,7 +218,7 @@ async fn list_page(
 pub async fn get_delivery(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<DeliveryOut>, ApiError> {
     let delivery = state
         .management
@@ -233,7 +233,7 @@ pub async fn get_delivery(
 pub async fn list_attempts(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ListOf<AttemptOut>>, ApiError> {
     let attempts = state
         .management
@@ -252,7 +252,7 @@ pub async fn list_attempts(
 pub async fn retry_delivery(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
     let delivery = state
         .management

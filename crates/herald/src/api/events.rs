@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -24,6 +24,7 @@ use super::AppState;
 use super::auth::TenantAccess;
 use super::deliveries::{DeliveryOut, delivery_out};
 use super::error::{ApiError, Quota};
+use super::extract::{ApiBytes, ApiPath};
 use super::wire::{path_id, rfc3339};
 
 /// Most events in one batch.
@@ -50,9 +51,55 @@ pub struct EventIn<'a> {
 #[serde(deny_unknown_fields)]
 pub struct BatchIn<'a> {
     /// The events; each is accepted or refused on its own.
-    #[serde(borrow)]
+    #[serde(borrow, deserialize_with = "at_most_a_batch")]
     #[schema(value_type = Vec<EventIn>)]
-    events: Vec<&'a RawValue>,
+    events: Counted<'a>,
+}
+
+/// The first [`MAX_BATCH`] events of a batch, and how many it has in all: the rest are
+/// only counted, so an oversized batch costs no memory per event before it is refused.
+#[derive(Debug)]
+struct Counted<'a> {
+    kept: Vec<&'a RawValue>,
+    total: usize,
+}
+
+fn at_most_a_batch<'de, D>(deserializer: D) -> Result<Counted<'de>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Events;
+
+    impl<'de> serde::de::Visitor<'de> for Events {
+        type Value = Counted<'de>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("an array of events")
+        }
+
+        fn visit_seq<A>(self, mut events: A) -> Result<Self::Value, A::Error>
+        where
+            A: serde::de::SeqAccess<'de>,
+        {
+            let mut kept = Vec::new();
+            while kept.len() < MAX_BATCH {
+                match events.next_element::<&'de RawValue>()? {
+                    Some(event) => kept.push(event),
+                    None => {
+                        let total = kept.len();
+                        return Ok(Counted { kept, total });
+                    }
+                }
+            }
+            let mut total = kept.len();
+            while events.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                total += 1;
+            }
+            Ok(Counted { kept, total })
+        }
+    }
+
+    deserializer.deserialize_seq(Events)
 }
 
 /// What publishing an event did.
@@ -215,7 +262,7 @@ pub async fn publish_event(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, HeaderMap, Json<PublishedOut>), ApiError> {
     require_json(&headers)?;
     let input: EventIn<'_> = serde_json::from_slice(&body)?;
@@ -233,9 +280,9 @@ pub async fn publish_event(
 pub async fn publish_raw(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(event_type): Path<String>,
+    ApiPath(event_type): ApiPath<String>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(StatusCode, HeaderMap, Json<PublishedOut>), ApiError> {
     check_size(body.len(), &state)?;
     let header_text = |name: &str| -> Result<Option<&str>, ValidationError> {
@@ -265,18 +312,19 @@ pub async fn publish_batch(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<(HeaderMap, Json<BatchOut>), ApiError> {
     require_json(&headers)?;
     let batch: BatchIn<'_> = serde_json::from_slice(&body)?;
-    if batch.events.len() > MAX_BATCH {
+    if batch.events.total > MAX_BATCH {
         return Err(ApiError::PayloadTooLarge(format!(
             "the batch has {} events; at most {MAX_BATCH} are accepted at once",
-            batch.events.len()
+            batch.events.total
         )));
     }
     let parsed: Vec<Result<NewEvent, ApiError>> = batch
         .events
+        .kept
         .iter()
         .map(|raw| {
             serde_json::from_str::<EventIn<'_>>(raw.get())
@@ -342,7 +390,7 @@ fn failed_item(error: ApiError) -> BatchItemOut {
 pub async fn get_event(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventOut>, ApiError> {
     let id = path_id(&id, EventId::parse, "event")?;
     let (event, deliveries) = state.management.event(&tenant, &id).await?;

@@ -39,3 +39,41 @@ where
         Ok(Self(value))
     }
 }
+
+/// A raw body; oversized or unreadable bodies are answered as problems.
+pub struct ApiBytes(pub axum::body::Bytes);
+
+impl<S> FromRequest<S> for ApiBytes
+where
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(axum::body::Bytes::from_request(request, state).await?))
+    }
+}
+
+/// Path parameters; a segment that does not decode (invalid UTF-8, say) names no
+/// resource, so it is answered as a 404 problem.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| {
+                ApiError::NotFound(format!(
+                    "no resource at this path: {}",
+                    rejection.body_text()
+                ))
+            })?;
+        Ok(Self(value))
+    }
+}

@@ -1,7 +1,7 @@
 //! `/v1/webhooks/filters`: named sets of event-type patterns.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::id::FilterId;
 use herald_core::model::{Description, Filter, FilterPatch, FilterPatterns, NewFilter};
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListOf, ListParams};
 use super::wire::{not_null, patch_field, path_id, rfc3339};
 
@@ -112,7 +112,7 @@ pub async fn list_filters(
 pub async fn get_filter(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<FilterOut>, ApiError> {
     let filter = state.management.filter(&tenant, &filter_id(&id)?).await?;
     Ok(Json(filter_out(filter)))
@@ -125,7 +125,7 @@ pub async fn get_filter(
 pub async fn update_filter(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<FilterPatchIn>,
 ) -> Result<Json<FilterOut>, ApiError> {
     let id = filter_id(&id)?;
@@ -145,7 +145,7 @@ pub async fn update_filter(
 pub async fn delete_filter(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .management

@@ -1,7 +1,7 @@
 //! `/v1/webhooks/subscriptions`: which filter's events go to which target.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::id::{FilterId, SubscriptionId, TargetId};
 use herald_core::model::{NewSubscription, Subscription, SubscriptionPatch};
@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListOf, ListParams};
 use super::wire::{not_null, patch_field, path_id, rfc3339};
 
@@ -120,7 +120,7 @@ pub async fn list_subscriptions(
 pub async fn get_subscription(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
     let subscription = state
         .management
@@ -136,7 +136,7 @@ pub async fn get_subscription(
 pub async fn update_subscription(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<SubscriptionPatchIn>,
 ) -> Result<Json<SubscriptionOut>, ApiError> {
     let id = subscription_id(&id)?;
@@ -165,7 +165,7 @@ pub async fn update_subscription(
 pub async fn delete_subscription(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .management

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::flow::Circuit;
 use herald_core::id::{TargetId, TenantId};
@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::TenantAccess;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiBytes, ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListOf, ListParams};
 use super::wire::{not_null, patch_field, path_id, rfc3339};
 
@@ -272,7 +272,7 @@ pub async fn list_targets(
 pub async fn get_target(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TargetOut>, ApiError> {
     let target = state.management.target(&tenant, &target_id(&id)?).await?;
     Ok(Json(with_circuit(&state, &tenant, target).await?))
@@ -285,7 +285,7 @@ pub async fn get_target(
 pub async fn update_target(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<TargetPatchIn>,
 ) -> Result<Json<TargetOut>, ApiError> {
     let id = target_id(&id)?;
@@ -304,7 +304,7 @@ pub async fn update_target(
 pub async fn delete_target(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     state
         .management
@@ -336,8 +336,8 @@ pub struct RotatedOut {
 pub async fn rotate_secret(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    body: axum::body::Bytes,
+    ApiPath(id): ApiPath<String>,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<RotatedOut>, ApiError> {
     let id = target_id(&id)?;
     let input: RotateIn = if body.iter().all(u8::is_ascii_whitespace) {

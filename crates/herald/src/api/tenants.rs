@@ -1,7 +1,7 @@
 //! `/v1/tenants`: tenant management and tenant API keys (admin token only).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::auth::ApiKey;
 use herald_core::id::{ApiKeyId, TenantId};
@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::auth::AdminAccess;
 use super::error::{ApiError, Problem};
-use super::extract::{ApiJson, ApiQuery};
+use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::pagination::{ListOf, ListParams};
 use super::wire::{not_null, patch_field, path_id, rfc3339};
 
@@ -162,7 +162,7 @@ pub async fn list_tenants(
 pub async fn get_tenant(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<TenantOut>, ApiError> {
     let tenant = state.management.tenant(&tenant_id(&id)?).await?;
     Ok(Json(tenant_out(tenant)))
@@ -175,7 +175,7 @@ pub async fn get_tenant(
 pub async fn update_tenant(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(input): ApiJson<TenantPatchIn>,
 ) -> Result<Json<TenantOut>, ApiError> {
     let id = tenant_id(&id)?;
@@ -197,7 +197,7 @@ pub async fn update_tenant(
 pub async fn delete_tenant(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = tenant_id(&id)?;
     state.management.delete_tenant(&id).await?;
@@ -211,7 +211,7 @@ pub async fn delete_tenant(
 pub async fn create_api_key(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), ApiError> {
     let (key, api_key) = state.management.create_api_key(&tenant_id(&id)?).await?;
     let created = ApiKeyCreated {
@@ -227,7 +227,7 @@ pub async fn create_api_key(
 pub async fn list_api_keys(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Vec<ApiKeyOut>>, ApiError> {
     let keys = state.management.api_keys(&tenant_id(&id)?).await?;
     Ok(Json(keys.into_iter().map(api_key_out).collect()))
@@ -240,7 +240,7 @@ pub async fn list_api_keys(
 pub async fn delete_api_key(
     _: AdminAccess,
     State(state): State<AppState>,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let key_id = path_id(&key_id, ApiKeyId::parse, "API key")?;
     state

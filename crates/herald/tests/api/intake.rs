@@ -119,6 +119,14 @@ async fn bad_events_get_clear_problems() {
             "payload-too-large",
         ),
         (
+            "batch of 200,000 values (counted past 1,000, never kept)",
+            "/v1/events/batch",
+            "application/json",
+            format!("{{\"events\":[{}0]}}", "0,".repeat(199_999)).into_bytes(),
+            413,
+            "payload-too-large",
+        ),
+        (
             "envelope not JSON",
             "/v1/events",
             "application/json",
