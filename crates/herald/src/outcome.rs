@@ -77,9 +77,9 @@ async fn write_outcomes(store: &Store, outcomes: Vec<OutcomeRecord>, hints: &Hin
         .map(|o| (o.target_id.clone(), o.verdict.next_attempt_at))
         .collect();
     let count = outcomes.len();
-    let attempts: Vec<(TargetId, DeliveryId)> = outcomes
+    let attempts: Vec<(TargetId, DeliveryId, i64)> = outcomes
         .iter()
-        .map(|o| (o.target_id.clone(), o.delivery_id.clone()))
+        .map(|o| (o.target_id.clone(), o.delivery_id.clone(), o.lease_token))
         .collect();
     let result = store.record_outcomes(outcomes, Timestamp::now()).await;
     // Committed or not, these attempts are over: a failed write leaves its deliveries

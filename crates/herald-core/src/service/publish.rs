@@ -275,7 +275,7 @@ impl Management {
             .into_iter()
             .zip(inserted)
             .map(|(summary, inserted)| match inserted {
-                Inserted::New => summary.start(admission),
+                Inserted::New => summary.start(admission, Timestamp::now()),
                 Inserted::Duplicate {
                     original,
                     deliveries,
@@ -317,6 +317,8 @@ struct Summary {
     /// then kept).
     started: Vec<(Delivery, Option<Arc<Target>>)>,
     event: Option<Arc<Event>>,
+    /// When the lease of the deliveries started in flight expires.
+    leased_until: Option<Timestamp>,
 }
 
 impl Summary {
@@ -330,6 +332,7 @@ impl Summary {
             deliveries: u32::try_from(record.deliveries.len()).unwrap_or(u32::MAX),
             queued: queued.into_iter().map(|d| d.target_id.clone()).collect(),
             event: (!started.is_empty()).then(|| Arc::new(record.event.clone())),
+            leased_until: record.leased_until,
             started: started
                 .into_iter()
                 .map(|d| (d.clone(), targets.get(&d.target_id).cloned()))
@@ -337,15 +340,22 @@ impl Summary {
         }
     }
 
-    /// The record was stored: its deliveries in flight go to `admission`.
-    fn start(self, admission: &dyn Admission) -> Published {
+    /// The record was stored: its deliveries in flight go to `admission`, unless the
+    /// store answered so late that less than half their lease is left at `now`.
+    /// Those are not attempted here: their lease runs out and they are claimed like
+    /// any other, instead of an attempt racing the claim that recovers them.
+    fn start(self, admission: &dyn Admission, now: Timestamp) -> Published {
+        let fresh = self
+            .leased_until
+            .is_some_and(|until| now.plus(admission.lease() / 2) <= until);
         if let Some(event) = &self.event {
             for (delivery, target) in self.started {
                 match target {
-                    Some(target) => admission.started(delivery, Arc::clone(event), target),
-                    // Not reached: every admitted delivery's target was read. Its lease
-                    // expires and it is claimed like any other.
-                    None => admission.released(&delivery.target_id),
+                    Some(target) if fresh => {
+                        admission.started(delivery, Arc::clone(event), target);
+                    }
+                    // A stale lease, or (not reached) a target that was not read.
+                    _ => admission.released(&delivery.target_id),
                 }
             }
         }
@@ -410,6 +420,7 @@ mod tests {
     #[derive(Default)]
     struct Recording {
         released: Mutex<Vec<TargetId>>,
+        started: Mutex<Vec<TargetId>>,
     }
 
     impl Admission for Recording {
@@ -419,7 +430,12 @@ mod tests {
         fn lease(&self) -> Duration {
             Duration::from_secs(15)
         }
-        fn started(&self, _: Delivery, _: Arc<Event>, _: Arc<Target>) {}
+        fn started(&self, delivery: Delivery, _: Arc<Event>, _: Arc<Target>) {
+            self.started
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(delivery.target_id);
+        }
         fn released(&self, target: &TargetId) {
             self.released
                 .lock()
@@ -446,5 +462,69 @@ mod tests {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         assert_eq!(released, vec![b, a.clone(), a]);
+    }
+
+    /// A summary of one delivery started in flight, leased until `leased_until`.
+    fn started_summary(leased_until: Timestamp) -> (Summary, TargetId) {
+        let now = Timestamp::now();
+        let tenant = TenantId::generate();
+        let target = crate::model::NewTarget {
+            url: crate::model::TargetUrl::parse("https://example.com/hook", "url").expect("url"),
+            description: None,
+            secret: None,
+            headers: crate::model::CustomHeaders::default(),
+            rate_limit: None,
+            max_in_flight: None,
+            timeout: None,
+            active: None,
+        }
+        .into_target(tenant.clone(), now);
+        let event = Event {
+            id: EventId::generate(),
+            tenant_id: tenant.clone(),
+            event_type: crate::filter::EventType::parse("a.b", "type").expect("type"),
+            content_type: crate::model::ContentType::parse("application/json", "ct")
+                .expect("content type"),
+            payload: bytes::Bytes::from_static(b"{}"),
+            idempotency_key: None,
+            created_at: now,
+        };
+        let route = (target.id.clone(), crate::id::SubscriptionId::generate());
+        let mut delivery = Delivery::new(
+            tenant,
+            event.id.clone(),
+            event.event_type.clone(),
+            route,
+            now,
+        );
+        delivery.status = DeliveryStatus::Delivering;
+        let target_id = target.id.clone();
+        let record = EventRecord {
+            event,
+            deliveries: vec![delivery],
+            leased_until: Some(leased_until),
+        };
+        let targets = HashMap::from([(target_id.clone(), Arc::new(target))]);
+        (Summary::of(&record, &targets), target_id)
+    }
+
+    #[test]
+    fn a_delivery_committed_with_a_stale_lease_is_left_to_lease_recovery() {
+        let now = Timestamp::now();
+        let lease = Recording::default().lease();
+
+        let inner = Recording::default();
+        let (summary, target) = started_summary(now.plus(lease));
+        summary.start(&inner, now);
+        assert_eq!(*inner.started.lock().expect("log"), [target.clone()]);
+        assert!(inner.released.lock().expect("log").is_empty());
+
+        // The store answered when less than half the lease was left: no attempt here.
+        let inner = Recording::default();
+        let (summary, target) =
+            started_summary(now.plus(lease / 2).minus(Duration::from_millis(1)));
+        summary.start(&inner, now);
+        assert!(inner.started.lock().expect("log").is_empty());
+        assert_eq!(*inner.released.lock().expect("log"), [target]);
     }
 }

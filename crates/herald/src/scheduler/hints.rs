@@ -31,8 +31,9 @@ pub struct Gathered {
     /// Per target, how many finished attempts' outcomes the store has now settled
     /// (committed, or given up on): they no longer count as in flight there.
     pub settled: HashMap<TargetId, u32>,
-    /// The deliveries of those outcomes: their leases need no more renewal.
-    pub settled_deliveries: Vec<DeliveryId>,
+    /// The deliveries of those outcomes, each with the lease token its attempt held:
+    /// those leases need no more renewal.
+    pub settled_deliveries: Vec<(DeliveryId, i64)>,
 }
 
 /// The shared mailbox of hints. Cheap to share behind an `Arc`.
@@ -65,12 +66,13 @@ impl Hints {
         });
     }
 
-    /// The outcomes of these attempts (each a target and its delivery) are settled.
-    pub fn settled(&self, attempts: impl IntoIterator<Item = (TargetId, DeliveryId)>) {
+    /// The outcomes of these attempts (each a target, its delivery and the lease token
+    /// it ran under) are settled.
+    pub fn settled(&self, attempts: impl IntoIterator<Item = (TargetId, DeliveryId, i64)>) {
         self.update(|gathered| {
-            for (target, delivery) in attempts {
+            for (target, delivery, token) in attempts {
                 *gathered.settled.entry(target).or_default() += 1;
-                gathered.settled_deliveries.push(delivery);
+                gathered.settled_deliveries.push((delivery, token));
             }
         });
     }

@@ -59,6 +59,16 @@ fn lock(held: &Held) -> std::sync::MutexGuard<'_, HashMap<DeliveryId, i64>> {
     held.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Stops renewing `delivery`'s lease if it is still the claim `token` names. The same
+/// delivery can be claimed again while an older attempt of it is still settling (its
+/// lease ran out under a stall, or its retry was due at once); the newer claim keeps
+/// its renewals.
+fn release(held: &mut HashMap<DeliveryId, i64>, delivery: &DeliveryId, token: i64) {
+    if held.get(delivery) == Some(&token) {
+        held.remove(delivery);
+    }
+}
+
 /// Renews, every third of a lease, the leases of the deliveries this instance holds
 /// (claimed and not yet settled), on its own task so a slow scheduler pass cannot
 /// delay it. A dead instance renews nothing, and its leases run out within one lease.
@@ -134,6 +144,8 @@ impl SchedulerSettings {
 /// An attempt that finished, on its way back to the scheduler.
 struct Finished {
     delivery_id: DeliveryId,
+    /// The lease token of the claim the attempt ran under.
+    lease_token: i64,
     target_id: TargetId,
     retry: bool,
     /// `None` when the attempt's task ended without an outcome (a bug): its lease
@@ -155,6 +167,7 @@ struct Attempted {
 struct Reporter {
     finished: mpsc::UnboundedSender<Finished>,
     delivery_id: DeliveryId,
+    lease_token: i64,
     target_id: TargetId,
     retry: bool,
     reported: bool,
@@ -166,6 +179,7 @@ impl Reporter {
         // A stopped scheduler drops it: the lease expires and the delivery is retried.
         let _ = self.finished.send(Finished {
             delivery_id: self.delivery_id.clone(),
+            lease_token: self.lease_token,
             target_id: self.target_id.clone(),
             retry: self.retry,
             outcome: Some(attempted),
@@ -178,6 +192,7 @@ impl Drop for Reporter {
         if !self.reported {
             let _ = self.finished.send(Finished {
                 delivery_id: self.delivery_id.clone(),
+                lease_token: self.lease_token,
                 target_id: self.target_id.clone(),
                 retry: self.retry,
                 outcome: None,
@@ -414,8 +429,8 @@ impl Scheduler {
         let mut rescan = gathered.rescan;
         {
             let mut held = lock(&self.held);
-            for delivery in &gathered.settled_deliveries {
-                held.remove(delivery);
+            for (delivery, token) in &gathered.settled_deliveries {
+                release(&mut held, delivery, *token);
             }
         }
         for (target, settled) in gathered.settled {
@@ -641,6 +656,7 @@ impl Scheduler {
         let reporter = Reporter {
             finished: self.finished_tx.clone(),
             delivery_id: claim.delivery.id.clone(),
+            lease_token: claim.lease_token,
             target_id: claim.delivery.target_id.clone(),
             retry,
             reported: false,
@@ -685,7 +701,11 @@ impl Scheduler {
         let now = Timestamp::now();
         if finished.outcome.is_none() {
             // No outcome will be recorded: let the lease run out, so it is retried.
-            lock(&self.held).remove(&finished.delivery_id);
+            release(
+                &mut lock(&self.held),
+                &finished.delivery_id,
+                finished.lease_token,
+            );
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         if finished.retry {
@@ -817,4 +837,19 @@ fn log_verdict(delivery: &Delivery, verdict: &Verdict, duration_ms: u32) {
 fn instant_of(at: Timestamp, now: Timestamp) -> Instant {
     let ahead = u64::try_from(at.as_millis().saturating_sub(now.as_millis())).unwrap_or(0);
     Instant::now() + Duration::from_millis(ahead)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_older_attempt_settling_leaves_a_newer_claim_renewed() {
+        let delivery = DeliveryId::generate();
+        let mut held = HashMap::from([(delivery.clone(), 2)]);
+        release(&mut held, &delivery, 1);
+        assert_eq!(held.get(&delivery), Some(&2), "claim 2 is still renewed");
+        release(&mut held, &delivery, 2);
+        assert!(held.is_empty());
+    }
 }
