@@ -516,7 +516,7 @@ mod tests {
         let inner = Recording::default();
         let (summary, target) = started_summary(now.plus(lease));
         summary.start(&inner, now);
-        assert_eq!(*inner.started.lock().expect("log"), [target.clone()]);
+        assert_eq!(*inner.started.lock().expect("log"), [target]);
         assert!(inner.released.lock().expect("log").is_empty());
 
         // The store answered when less than half the lease was left: no attempt here.
