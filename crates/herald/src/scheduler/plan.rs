@@ -61,9 +61,17 @@ pub fn plan(
         .map(|targets| targets.iter().map(|d| d.count).fold(0, u32::saturating_add))
         .collect();
     let tenant_shares = fair_shares(capacity, &tenant_demands, rotation);
+    // Retry capacity is handed out as tenants are walked, so the walk starts at a
+    // different tenant every pass: in id order, the oldest tenant would take it first
+    // every time.
+    let mut walk: Vec<(&Vec<&Demand>, u32)> = by_tenant.values().zip(tenant_shares).collect();
+    if !walk.is_empty() {
+        let start = rotation % walk.len();
+        walk.rotate_left(start);
+    }
     let mut retries_left = retry_capacity;
     let mut requests = Vec::new();
-    for (targets, share) in by_tenant.values().zip(tenant_shares) {
+    for (targets, share) in walk {
         let counts: Vec<u32> = targets.iter().map(|d| d.count).collect();
         for (demand, share) in targets.iter().zip(fair_shares(share, &counts, rotation)) {
             if share == 0 {
@@ -181,6 +189,29 @@ mod tests {
         let requests = plan(&demands, 10, 2, 0);
         assert_eq!(total(&requests, &demands[0].target_id), 2);
         assert_eq!(total(&requests, &demands[1].target_id), 8);
+    }
+
+    #[test]
+    fn scarce_retry_capacity_goes_round_the_tenants() {
+        let (older, newer) = (TenantId::generate(), TenantId::generate());
+        let demands = vec![
+            demand(&older, 10, false, true),
+            demand(&newer, 10, false, true),
+        ];
+        let retried = |rotation| {
+            let requests = plan(&demands, 10, 1, rotation);
+            [
+                total(&requests, &demands[0].target_id),
+                total(&requests, &demands[1].target_id),
+            ]
+        };
+        let passes = [retried(0), retried(1)];
+        assert!(passes.iter().all(|pass| pass.iter().sum::<u32>() == 1));
+        assert_eq!(
+            passes[0][0] + passes[1][0],
+            1,
+            "each tenant gets the one retry slot in one of two passes: {passes:?}"
+        );
     }
 
     #[test]
