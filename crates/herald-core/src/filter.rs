@@ -51,6 +51,10 @@ impl FilterPattern {
         if text == "*" {
             return Ok(Self(text.to_owned()));
         }
+        // Before anything that quotes the text back.
+        if text.len() > MAX_EVENT_TYPE_LEN {
+            return Err(too_long(field, "pattern"));
+        }
         let exact_part = text.strip_suffix(".*").unwrap_or(text);
         if exact_part.contains('*') {
             return Err(ValidationError::new(
@@ -61,9 +65,6 @@ impl FilterPattern {
             ));
         }
         check_segments(exact_part, field, "pattern")?;
-        if text.len() > MAX_EVENT_TYPE_LEN {
-            return Err(too_long(field, "pattern"));
-        }
         Ok(Self(text.to_owned()))
     }
 

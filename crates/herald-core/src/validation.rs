@@ -35,3 +35,31 @@ impl fmt::Display for ValidationError {
         write!(f, "{}: {}", self.field, self.message)
     }
 }
+
+/// Most characters of a rejected input quoted back in an error.
+const QUOTED_CHARS: usize = 80;
+
+/// `text` as an error quotes it back: whole if short, otherwise its start and an
+/// ellipsis, so an answer never repeats a megabyte the client sent.
+pub fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => format!("{text:?}"),
+        Some((end, _)) => format!("{:?}…", &text[..end]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_inputs_are_quoted_by_their_start() {
+        assert_eq!(quoted("tgt_1"), "\"tgt_1\"");
+        let long = "é".repeat(1_000_000);
+        let shown = quoted(&long);
+        assert!(
+            shown.chars().count() < 100 && shown.ends_with('…'),
+            "{shown}"
+        );
+    }
+}

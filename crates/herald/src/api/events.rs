@@ -4,6 +4,8 @@
 //! `payload` member are stored (via `RawValue`), in raw mode the exact request body.
 //! The answer is sent only after the event and its deliveries are committed.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -225,6 +227,27 @@ fn quota_headers(quota: Option<Quota>) -> HeaderMap {
 }
 
 /// Publishes one event under the tenant's ingest limit.
+/// Publishes on a task of its own, so that a client going away mid-publish cannot cut
+/// it short between the commit and the hand-over of the deliveries it started in
+/// flight: those would sit leased, unattempted, until their lease ran out.
+async fn publish_detached(
+    state: &AppState,
+    tenant: &herald_core::id::TenantId,
+    events: Vec<NewEvent>,
+) -> Result<Vec<Published>, ApiError> {
+    let management = state.management.clone();
+    let admission = Arc::clone(&state.admission);
+    let tenant = tenant.clone();
+    let publish = tokio::spawn(async move {
+        management
+            .publish_admitted(&tenant, events, &*admission)
+            .await
+    });
+    Ok(publish
+        .await
+        .map_err(|error| ApiError::Internal(Box::new(error)))??)
+}
+
 async fn publish_one(
     state: &AppState,
     tenant: &herald_core::id::TenantId,
@@ -234,10 +257,7 @@ async fn publish_one(
         .ingest_limits
         .admit(&state.management, tenant, 1)
         .await?;
-    let published = state
-        .management
-        .publish_admitted(tenant, vec![event], &*state.admission)
-        .await?;
+    let published = publish_detached(state, tenant, vec![event]).await?;
     count_ingested(state, &published);
     let published = published
         .into_iter()
@@ -314,7 +334,14 @@ pub async fn publish_batch(
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
 ) -> Result<(HeaderMap, Json<BatchOut>), ApiError> {
-    require_json(&headers)?;
+    require_json(&headers).map_err(|_| {
+        // `/v1/events/batch` is also where a raw event of type `batch` would go.
+        ApiError::UnsupportedMediaType(
+            "a batch is sent as JSON with `Content-Type: application/json`; to publish one \
+             event of type `batch`, use POST /v1/events with a JSON envelope"
+                .into(),
+        )
+    })?;
     let batch: BatchIn<'_> = serde_json::from_slice(&body)?;
     if batch.events.total > MAX_BATCH {
         return Err(ApiError::PayloadTooLarge(format!(
@@ -345,10 +372,7 @@ pub async fn publish_batch(
     } else {
         None
     };
-    let published = state
-        .management
-        .publish_admitted(&tenant, valid, &*state.admission)
-        .await?;
+    let published = publish_detached(&state, &tenant, valid).await?;
     count_ingested(&state, &published);
     state.hints.first_attempts(
         published.iter().flat_map(|p| p.targets.iter().cloned()),

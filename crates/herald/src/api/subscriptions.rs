@@ -5,7 +5,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use herald_core::id::{FilterId, SubscriptionId, TargetId};
 use herald_core::model::{NewSubscription, Subscription, SubscriptionPatch};
-use herald_core::validation::ValidationError;
+use herald_core::validation::{ValidationError, quoted};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -76,7 +76,15 @@ fn reference<T>(
     field: &str,
     kind: &str,
 ) -> Result<T, ValidationError> {
-    parse(text).ok_or_else(|| ValidationError::new(field, format!("{kind} {text} does not exist")))
+    parse(text).ok_or_else(|| {
+        ValidationError::new(
+            field,
+            format!(
+                "{} is not a {kind} id, so no such {kind} exists",
+                quoted(text)
+            ),
+        )
+    })
 }
 
 fn subscription_id(text: &str) -> Result<SubscriptionId, ApiError> {

@@ -1,7 +1,7 @@
 //! Small conversions shared by the wire types of every resource.
 
 use herald_core::time::Timestamp;
-use herald_core::validation::ValidationError;
+use herald_core::validation::{ValidationError, quoted};
 use serde::{Deserialize, Deserializer};
 
 use super::error::ApiError;
@@ -35,5 +35,5 @@ pub fn not_null<T>(value: Option<Option<T>>, field: &str) -> Result<Option<T>, V
 
 /// Parses a path id; text that cannot be such an id names no resource, hence 404.
 pub fn path_id<T>(text: &str, parse: fn(&str) -> Option<T>, kind: &str) -> Result<T, ApiError> {
-    parse(text).ok_or_else(|| ApiError::NotFound(format!("{kind} {text} does not exist")))
+    parse(text).ok_or_else(|| ApiError::NotFound(format!("{kind} {} does not exist", quoted(text))))
 }

@@ -127,6 +127,14 @@ async fn bad_events_get_clear_problems() {
             "payload-too-large",
         ),
         (
+            "raw event of type `batch` (the batch route)",
+            "/v1/events/batch",
+            "text/plain",
+            b"x".to_vec(),
+            415,
+            "unsupported-media-type",
+        ),
+        (
             "envelope not JSON",
             "/v1/events",
             "application/json",

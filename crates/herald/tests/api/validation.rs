@@ -179,6 +179,18 @@ async fn bad_inputs_get_clear_problems() {
             "targetId",
         ),
         invalid(
+            "200 KB where a target id goes",
+            subscriptions,
+            json!({ "targetId": "t".repeat(200_000), "filterId": filter }),
+            "targetId",
+        ),
+        invalid(
+            "a long pattern with a misplaced star",
+            filters,
+            json!({ "events": [format!("a*{}", "b".repeat(200_000))] }),
+            "events[0]",
+        ),
+        invalid(
             "missing filter",
             subscriptions,
             json!({ "targetId": target, "filterId": "flt_00000000000000000000000000000000" }),
@@ -363,6 +375,12 @@ async fn bad_inputs_get_clear_problems() {
             detail.len() > 10,
             "{}: detail {detail:?} should explain",
             case.name
+        );
+        assert!(
+            detail.len() < 400,
+            "{}: the detail quotes no more than the start of an input ({} bytes)",
+            case.name,
+            detail.len()
         );
         if let Some(field) = case.field {
             assert_eq!(answer.body["field"], field, "{}: {answer:#?}", case.name);
