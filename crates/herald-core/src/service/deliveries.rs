@@ -2,7 +2,7 @@
 
 use crate::id::{DeliveryId, EventId, TenantId};
 use crate::model::{Attempt, Delivery, DeliveryStatus, Event};
-use crate::store::{DeliveryQuery, Page, PageRequest, Requeue};
+use crate::store::{DeliveryQuery, Page, PageRequest, REQUEUE_BATCH, Requeue};
 use crate::time::Timestamp;
 
 use super::{Management, ResourceKind, ServiceError};
@@ -84,10 +84,20 @@ impl Management {
         mut query: DeliveryQuery,
     ) -> Result<u64, ServiceError> {
         query.status = Some(DeliveryStatus::Dead);
-        Ok(self
-            .store
-            .requeue(tenant, &Requeue::Dead(query), Timestamp::now())
-            .await?)
+        let which = Requeue::Dead {
+            query,
+            at_most: REQUEUE_BATCH,
+        };
+        let mut requeued = 0;
+        // In writes of at most `REQUEUE_BATCH`, so that other writes go between them;
+        // each batch leaves the dead letters it took, so the next finds the rest.
+        loop {
+            let batch = self.store.requeue(tenant, &which, Timestamp::now()).await?;
+            requeued += batch;
+            if batch < REQUEUE_BATCH {
+                return Ok(requeued);
+            }
+        }
     }
 }
 

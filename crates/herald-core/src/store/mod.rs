@@ -29,7 +29,7 @@ use crate::time::Timestamp;
 pub use page::{Page, PageRequest};
 pub use queue::{
     Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, INTAKE_LEASE_TOKEN,
-    Inserted, OutcomeRecord, QueueStats, Requeue, SharedLimits, WaitingTarget,
+    Inserted, OutcomeRecord, QueueStats, REQUEUE_BATCH, Requeue, SharedLimits, WaitingTarget,
 };
 
 /// Why a store operation failed, in backend-neutral terms.

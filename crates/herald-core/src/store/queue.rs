@@ -89,13 +89,23 @@ pub struct DeliveryQuery {
     pub created_until: Option<Timestamp>,
 }
 
+/// How many dead deliveries a redrive puts back per write: a large dead letter queue
+/// is redriven in short writes, instead of one that holds the store's writes for as
+/// long as it takes.
+pub const REQUEUE_BATCH: u64 = 5_000;
+
 /// Which deliveries to put back in the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requeue {
     /// One delivery, whatever its status, unless an attempt is under way.
     One(DeliveryId),
-    /// Every dead delivery the query selects.
-    Dead(DeliveryQuery),
+    /// Dead deliveries the query selects, at most `at_most` of them.
+    Dead {
+        /// Which dead deliveries.
+        query: DeliveryQuery,
+        /// Most to requeue in this write.
+        at_most: u64,
+    },
 }
 
 /// An active target with deliveries waiting, and when each lane's first is due.

@@ -368,17 +368,32 @@ pub(super) async fn requeue(
             let mut selection = Selection::default();
             selection.add("tenant_id =", tenant.to_string());
             selection.add("id =", id.to_string());
-            (selection, "status <> 'delivering'")
+            (selection, "status <> 'delivering'".to_owned())
         }
-        Requeue::Dead(query) => (selection(tenant, query), "status = 'dead'"),
+        Requeue::Dead { query, at_most } => {
+            let mut selection = selection(tenant, query);
+            let condition = selection.condition();
+            let limit = selection.bind(i64::try_from(*at_most).unwrap_or(i64::MAX));
+            let chosen = format!(
+                "id IN (SELECT id FROM deliveries WHERE {condition} AND status = 'dead' LIMIT {limit})"
+            );
+            (selection, chosen)
+        }
     };
     let now_param = selection.bind(now.as_millis());
-    let sql = format!(
-        "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_param}, window_start = {now_param}, \
-         updated_at = {now_param}, lease_expires_at = NULL, leased_by = NULL \
-         WHERE {} AND {extra} RETURNING target_id",
-        selection.condition()
-    );
+    let sql = match which {
+        Requeue::One(_) => format!(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_param}, window_start = {now_param}, \
+             updated_at = {now_param}, lease_expires_at = NULL, leased_by = NULL \
+             WHERE {} AND {extra} RETURNING target_id",
+            selection.condition()
+        ),
+        Requeue::Dead { .. } => format!(
+            "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_param}, window_start = {now_param}, \
+             updated_at = {now_param}, lease_expires_at = NULL, leased_by = NULL \
+             WHERE {extra} RETURNING target_id"
+        ),
+    };
     requeue_returning_targets(store, &sql, &selection.params()).await
 }
 

@@ -250,10 +250,13 @@ pub(super) fn requeue(
             values.extend([Value::Text(tenant.to_string()), Value::Text(id.to_string())]);
             format!("{set} tenant_id = ? AND id = ? AND status != 'delivering'")
         }
-        Requeue::Dead(query) => {
+        Requeue::Dead { query, at_most } => {
             let (conditions, selected) = selection(tenant, query);
             values.extend(selected);
-            format!("{set} {conditions} AND status = 'dead'")
+            values.push(Value::Integer(i64::try_from(*at_most).unwrap_or(i64::MAX)));
+            format!(
+                "{set} rowid IN (SELECT rowid FROM deliveries WHERE {conditions} AND status = 'dead' LIMIT ?)"
+            )
         }
     };
     let changed = execute(connection, &sql, params_from_iter(values))?;

@@ -72,6 +72,7 @@ conformance!(
     outcomes_update_the_delivery_and_log_attempts,
     deliveries_list_by_status_target_and_type,
     requeue_and_redrive,
+    a_redrive_takes_at_most_what_it_is_allowed_per_write,
     releasing_leases_makes_in_flight_work_due,
     claims_take_what_each_lane_of_each_target_is_asked,
     disabled_targets_keep_their_deliveries_waiting,

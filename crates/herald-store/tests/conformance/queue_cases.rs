@@ -542,9 +542,10 @@ pub async fn requeue_and_redrive(backend: Backend) {
         target_id: Some(routes[0].0.id.clone()),
         ..Default::default()
     };
+    let dead = |query: DeliveryQuery, at_most| Requeue::Dead { query, at_most };
     assert_eq!(
         store
-            .requeue(&acme, &Requeue::Dead(only_first), at(100))
+            .requeue(&acme, &dead(only_first, 10), at(100))
             .await
             .unwrap(),
         1
@@ -586,6 +587,34 @@ pub async fn requeue_and_redrive(backend: Backend) {
             .unwrap(),
         1
     );
+}
+
+pub async fn a_redrive_takes_at_most_what_it_is_allowed_per_write(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 5).await;
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    store
+        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
+        .await
+        .unwrap();
+    let claims = claim_due(store, &routes, at(0), 10, LEASE).await.unwrap();
+    let deaths: Vec<_> = claims
+        .iter()
+        .map(|c| outcome(c, DeliveryStatus::Dead, at(10), 500))
+        .collect();
+    store.record_outcomes(deaths, at(10)).await.unwrap();
+
+    let all_dead = Requeue::Dead {
+        query: DeliveryQuery::default(),
+        at_most: 2,
+    };
+    let mut batches = Vec::new();
+    for _ in 0..4 {
+        batches.push(store.requeue(&acme, &all_dead, at(100)).await.unwrap());
+    }
+    assert_eq!(batches, [2, 2, 1, 0], "each write takes what is still dead");
+    let redriven = claim_due(store, &routes, at(100), 10, LEASE).await.unwrap();
+    assert_eq!(redriven.len(), 5);
 }
 
 pub async fn releasing_leases_makes_in_flight_work_due(backend: Backend) {
