@@ -523,9 +523,17 @@ pub async fn deliveries_list_by_status_target_and_type(backend: Backend) {
     );
 }
 
-pub async fn requeue_and_redrive(backend: Backend) {
-    let store = &backend.store;
-    let (acme, routes) = setup(store, 2).await;
+/// A tenant with `count` targets, and one event whose delivery to each is dead; the
+/// claims that attempted them.
+async fn dead_letters(
+    store: &Store,
+    count: usize,
+) -> (
+    herald_core::id::TenantId,
+    Vec<(Target, herald_core::id::SubscriptionId)>,
+    Vec<Claim>,
+) {
+    let (acme, routes) = setup(store, count).await;
     let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
     store
         .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
@@ -537,6 +545,12 @@ pub async fn requeue_and_redrive(backend: Backend) {
         .map(|c| outcome(c, DeliveryStatus::Dead, at(10), 500))
         .collect();
     store.record_outcomes(deaths, at(10)).await.unwrap();
+    (acme, routes, claims)
+}
+
+pub async fn requeue_and_redrive(backend: Backend) {
+    let store = &backend.store;
+    let (acme, routes, claims) = dead_letters(store, 2).await;
 
     let only_first = DeliveryQuery {
         target_id: Some(routes[0].0.id.clone()),
@@ -591,18 +605,7 @@ pub async fn requeue_and_redrive(backend: Backend) {
 
 pub async fn a_redrive_takes_at_most_what_it_is_allowed_per_write(backend: Backend) {
     let store = &backend.store;
-    let (acme, routes) = setup(store, 5).await;
-    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
-    store
-        .insert_events(vec![event_record(&acme, "a.b", None, &targets, at(0))])
-        .await
-        .unwrap();
-    let claims = claim_due(store, &routes, at(0), 10, LEASE).await.unwrap();
-    let deaths: Vec<_> = claims
-        .iter()
-        .map(|c| outcome(c, DeliveryStatus::Dead, at(10), 500))
-        .collect();
-    store.record_outcomes(deaths, at(10)).await.unwrap();
+    let (acme, routes, _) = dead_letters(store, 5).await;
 
     let all_dead = Requeue::Dead {
         query: DeliveryQuery::default(),
