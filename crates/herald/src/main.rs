@@ -7,6 +7,7 @@ use clap::Parser;
 use herald::app;
 use herald::config::{Cli, Command, Config, ServeArgs};
 use herald::telemetry;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 /// mimalloc instead of the system allocator: the delivery path allocates and frees many
 /// small buffers across threads, where glibc's malloc spent ~10 % of Herald's CPU
@@ -69,6 +70,9 @@ fn run(config: &Config) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
+        // Before Herald says it listens: a SIGTERM sent as soon as it does must be a
+        // clean stop, not the signal's default action.
+        let shutdown = ShutdownSignals::install()?;
         let running = app::start(config).await?;
         if let Some((token, path)) = running.generated_admin_token() {
             println!(
@@ -78,17 +82,30 @@ fn run(config: &Config) -> anyhow::Result<()> {
         }
         let address = running.local_address();
         tracing::info!(%address, "herald listening on http://{address}");
-        wait_for_shutdown_signal().await?;
+        shutdown.wait().await;
         tracing::info!("shutting down");
         running.stop().await.context("the HTTP server failed while stopping")
     })
 }
 
-async fn wait_for_shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result.context("cannot listen for Ctrl-C"),
-        _ = terminate.recv() => Ok(()),
+/// SIGTERM and SIGINT (Ctrl-C), caught from the moment they are installed.
+struct ShutdownSignals {
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        Ok(Self {
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for Ctrl-C")?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
     }
 }
