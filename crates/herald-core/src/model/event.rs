@@ -64,7 +64,10 @@ impl ContentType {
         {
             return Err(ValidationError::new(
                 field,
-                format!("{text:?} is not a media type like application/json"),
+                format!(
+                    "{} is not a media type like application/json",
+                    crate::validation::quoted(text)
+                ),
             ));
         }
         Ok(Self(text.to_owned()))

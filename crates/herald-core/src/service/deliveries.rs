@@ -86,6 +86,7 @@ impl Management {
         query.status = Some(DeliveryStatus::Dead);
         let which = Requeue::Dead {
             query,
+            dead_before: Timestamp::now(),
             at_most: REQUEUE_BATCH,
         };
         let mut requeued = 0;

@@ -99,10 +99,14 @@ pub const REQUEUE_BATCH: u64 = 5_000;
 pub enum Requeue {
     /// One delivery, whatever its status, unless an attempt is under way.
     One(DeliveryId),
-    /// Dead deliveries the query selects, at most `at_most` of them.
+    /// Dead deliveries the query selects that died before `dead_before`, at most
+    /// `at_most` of them.
     Dead {
         /// Which dead deliveries.
         query: DeliveryQuery,
+        /// Only those dead (last updated) before this: a redrive done in several
+        /// writes never takes again what it already put back and has since died.
+        dead_before: Timestamp,
         /// Most to requeue in this write.
         at_most: u64,
     },

@@ -370,12 +370,20 @@ pub(super) async fn requeue(
             selection.add("id =", id.to_string());
             (selection, "status <> 'delivering'".to_owned())
         }
-        Requeue::Dead { query, at_most } => {
+        Requeue::Dead {
+            query,
+            dead_before,
+            at_most,
+        } => {
             let mut selection = selection(tenant, query);
             let condition = selection.condition();
+            let before = selection.bind(dead_before.as_millis());
             let limit = selection.bind(i64::try_from(*at_most).unwrap_or(i64::MAX));
+            // The outer `status` check is evaluated again on a row another transaction
+            // changed meanwhile; the subquery's choice is not.
             let chosen = format!(
-                "id IN (SELECT id FROM deliveries WHERE {condition} AND status = 'dead' LIMIT {limit})"
+                "id IN (SELECT id FROM deliveries WHERE {condition} AND status = 'dead' \
+                 AND updated_at < {before} LIMIT {limit}) AND status = 'dead'"
             );
             (selection, chosen)
         }

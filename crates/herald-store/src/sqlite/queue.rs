@@ -250,12 +250,18 @@ pub(super) fn requeue(
             values.extend([Value::Text(tenant.to_string()), Value::Text(id.to_string())]);
             format!("{set} tenant_id = ? AND id = ? AND status != 'delivering'")
         }
-        Requeue::Dead { query, at_most } => {
+        Requeue::Dead {
+            query,
+            dead_before,
+            at_most,
+        } => {
             let (conditions, selected) = selection(tenant, query);
             values.extend(selected);
+            values.push(Value::Integer(dead_before.as_millis()));
             values.push(Value::Integer(i64::try_from(*at_most).unwrap_or(i64::MAX)));
             format!(
-                "{set} rowid IN (SELECT rowid FROM deliveries WHERE {conditions} AND status = 'dead' LIMIT ?)"
+                "{set} rowid IN (SELECT rowid FROM deliveries WHERE {conditions} AND status = 'dead' \
+                 AND updated_at < ? LIMIT ?)"
             )
         }
     };

@@ -556,7 +556,11 @@ pub async fn requeue_and_redrive(backend: Backend) {
         target_id: Some(routes[0].0.id.clone()),
         ..Default::default()
     };
-    let dead = |query: DeliveryQuery, at_most| Requeue::Dead { query, at_most };
+    let dead = |query: DeliveryQuery, at_most| Requeue::Dead {
+        query,
+        dead_before: at(100),
+        at_most,
+    };
     assert_eq!(
         store
             .requeue(&acme, &dead(only_first, 10), at(100))
@@ -607,17 +611,38 @@ pub async fn a_redrive_takes_at_most_what_it_is_allowed_per_write(backend: Backe
     let store = &backend.store;
     let (acme, routes, _) = dead_letters(store, 5).await;
 
-    let all_dead = Requeue::Dead {
+    let dead = |dead_before| Requeue::Dead {
         query: DeliveryQuery::default(),
+        dead_before,
         at_most: 2,
     };
+    assert_eq!(
+        store.requeue(&acme, &dead(at(10)), at(100)).await.unwrap(),
+        0,
+        "none died before their death"
+    );
     let mut batches = Vec::new();
     for _ in 0..4 {
-        batches.push(store.requeue(&acme, &all_dead, at(100)).await.unwrap());
+        batches.push(store.requeue(&acme, &dead(at(50)), at(100)).await.unwrap());
     }
     assert_eq!(batches, [2, 2, 1, 0], "each write takes what is still dead");
     let redriven = claim_due(store, &routes, at(100), 10, LEASE).await.unwrap();
     assert_eq!(redriven.len(), 5);
+
+    // Redriven and dead again since: a redrive that began before takes none of them.
+    let deaths: Vec<_> = redriven
+        .iter()
+        .map(|c| outcome(c, DeliveryStatus::Dead, at(110), 500))
+        .collect();
+    store.record_outcomes(deaths, at(110)).await.unwrap();
+    assert_eq!(
+        store.requeue(&acme, &dead(at(100)), at(120)).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.requeue(&acme, &dead(at(111)), at(120)).await.unwrap(),
+        2
+    );
 }
 
 pub async fn releasing_leases_makes_in_flight_work_due(backend: Backend) {

@@ -9,7 +9,7 @@ use herald_core::id::{DeliveryId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, DeliveryStatus};
 use herald_core::store::DeliveryQuery;
 use herald_core::time::Timestamp;
-use herald_core::validation::ValidationError;
+use herald_core::validation::{ValidationError, quoted};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -128,7 +128,7 @@ fn query(target: Option<&str>, event_type: Option<&str>) -> Result<DeliveryQuery
         target_id: target
             .map(|t| {
                 TargetId::parse(t).ok_or_else(|| {
-                    ValidationError::new("targetId", format!("{t:?} is not a target id"))
+                    ValidationError::new("targetId", format!("{} is not a target id", quoted(t)))
                 })
             })
             .transpose()?,
@@ -143,7 +143,9 @@ fn timestamp(text: Option<&str>, field: &str) -> Result<Option<Timestamp>, Valid
     text.map(|t| {
         humantime::parse_rfc3339_weak(t)
             .map(Timestamp::from_system_time)
-            .map_err(|_| ValidationError::new(field, format!("{t:?} is not an RFC 3339 time")))
+            .map_err(|_| {
+                ValidationError::new(field, format!("{} is not an RFC 3339 time", quoted(t)))
+            })
     })
     .transpose()
 }
@@ -161,7 +163,8 @@ fn list_query(params: &DeliveryParams) -> Result<DeliveryQuery, ApiError> {
         .map(|s| {
             DeliveryStatus::parse(s).ok_or_else(|| {
                 ApiError::InvalidQuery(format!(
-                    "status {s:?} is not one of pending, delivering, succeeded, dead"
+                    "status {} is not one of pending, delivering, succeeded, dead",
+                    quoted(s)
                 ))
             })
         })

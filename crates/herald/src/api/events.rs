@@ -15,7 +15,7 @@ use base64::engine::general_purpose::STANDARD;
 use herald_core::filter::EventType;
 use herald_core::id::EventId;
 use herald_core::model::{ContentType, Event, IdempotencyKey, NewEvent};
-use herald_core::service::Published;
+use herald_core::service::{Published, ServiceError};
 use herald_core::time::Timestamp;
 use herald_core::validation::ValidationError;
 use serde::{Deserialize, Serialize};
@@ -209,14 +209,6 @@ fn envelope(input: &EventIn<'_>, state: &AppState) -> Result<NewEvent, ApiError>
     })
 }
 
-/// Counts the events a publish stored (duplicates stored nothing).
-fn count_ingested(state: &AppState, published: &[Published]) {
-    let new = published.iter().filter(|p| !p.duplicate).count();
-    state
-        .metrics
-        .events_ingested("http", u64::try_from(new).unwrap_or(u64::MAX));
-}
-
 /// The `RateLimit-*` headers of an admitted publish (none when the tenant is unlimited).
 fn quota_headers(quota: Option<Quota>) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -226,10 +218,10 @@ fn quota_headers(quota: Option<Quota>) -> HeaderMap {
     headers
 }
 
-/// Publishes one event under the tenant's ingest limit.
 /// Publishes on a task of its own, so that a client going away mid-publish cannot cut
-/// it short between the commit and the hand-over of the deliveries it started in
-/// flight: those would sit leased, unattempted, until their lease ran out.
+/// short what follows the commit: the hand-over of the deliveries it started in flight
+/// (they would sit leased, unattempted, until their lease ran out), the hint that wakes
+/// the scheduler for those it queued, and the ingest count.
 async fn publish_detached(
     state: &AppState,
     tenant: &herald_core::id::TenantId,
@@ -237,17 +229,27 @@ async fn publish_detached(
 ) -> Result<Vec<Published>, ApiError> {
     let management = state.management.clone();
     let admission = Arc::clone(&state.admission);
+    let hints = Arc::clone(&state.hints);
+    let metrics = Arc::clone(&state.metrics);
     let tenant = tenant.clone();
     let publish = tokio::spawn(async move {
-        management
+        let published = management
             .publish_admitted(&tenant, events, &*admission)
-            .await
+            .await?;
+        let new = published.iter().filter(|p| !p.duplicate).count();
+        metrics.events_ingested("http", u64::try_from(new).unwrap_or(u64::MAX));
+        hints.first_attempts(
+            published.iter().flat_map(|p| p.targets.iter().cloned()),
+            Timestamp::now(),
+        );
+        Ok::<_, ServiceError>(published)
     });
     Ok(publish
         .await
         .map_err(|error| ApiError::Internal(Box::new(error)))??)
 }
 
+/// Publishes one event under the tenant's ingest limit.
 async fn publish_one(
     state: &AppState,
     tenant: &herald_core::id::TenantId,
@@ -257,15 +259,11 @@ async fn publish_one(
         .ingest_limits
         .admit(&state.management, tenant, 1)
         .await?;
-    let published = publish_detached(state, tenant, vec![event]).await?;
-    count_ingested(state, &published);
-    let published = published
+    let published = publish_detached(state, tenant, vec![event])
+        .await?
         .into_iter()
         .next()
         .ok_or_else(|| ApiError::Internal("publish returned nothing".into()))?;
-    state
-        .hints
-        .first_attempts(published.targets.iter().cloned(), Timestamp::now());
     Ok((
         status_of(&published),
         quota_headers(quota),
@@ -372,13 +370,7 @@ pub async fn publish_batch(
     } else {
         None
     };
-    let published = publish_detached(&state, &tenant, valid).await?;
-    count_ingested(&state, &published);
-    state.hints.first_attempts(
-        published.iter().flat_map(|p| p.targets.iter().cloned()),
-        Timestamp::now(),
-    );
-    let mut published = published.into_iter();
+    let mut published = publish_detached(&state, &tenant, valid).await?.into_iter();
     let results = parsed
         .into_iter()
         .map(|item| match item {

@@ -1,5 +1,6 @@
 //! Request extractors whose rejections are problem documents, not axum's plain text.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
@@ -68,11 +69,15 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let axum::extract::Path(value) = axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| {
-                ApiError::NotFound(format!(
+            .map_err(|rejection| match rejection {
+                // The route and the handler disagree: Herald's bug, not the client's.
+                PathRejection::MissingPathParams(_) => {
+                    ApiError::Internal(rejection.body_text().into())
+                }
+                _ => ApiError::NotFound(format!(
                     "no resource at this path: {}",
                     rejection.body_text()
-                ))
+                )),
             })?;
         Ok(Self(value))
     }

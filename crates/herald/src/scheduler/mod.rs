@@ -474,15 +474,11 @@ impl Scheduler {
         for flow in self.targets.values_mut() {
             flow.first_due = None;
             flow.retry_due = None;
-        }
-        let scanned: HashSet<TargetId> = waiting.iter().map(|w| w.target.id.clone()).collect();
-        for (id, flow) in &mut self.targets {
             // Absent from the scan: the disable is committed (or the target deleted).
-            // Present, it stays gone unless the scan shows a newer version of it (a scan
-            // read before the disable committed still shows it active).
-            if !scanned.contains(id) {
-                flow.gone_since = None;
-            }
+            // Still there: the disable failed or is not committed yet, and the target is
+            // tried again; another 410 tries the disable again, so a failed write never
+            // leaves a target silently stopped while the store shows it active.
+            flow.gone_since = None;
         }
         for found in waiting {
             let target = Arc::new(found.target);

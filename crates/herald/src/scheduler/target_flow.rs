@@ -70,8 +70,10 @@ pub struct TargetFlow {
     /// When both lanes are due and only one request may go, whose turn it is.
     pub retry_turn: bool,
     /// The target answered `410 Gone`; this was its `updated_at` then. Nothing is
-    /// sent until the store shows a newer version of it (switched on again by hand),
-    /// even if a scan read before the disable was committed still shows it active.
+    /// sent until the store shows a newer version of it or the next rescan, which
+    /// finds it disabled; if the disable failed or was not committed yet, the target
+    /// is tried again and another 410 repeats the disable (a few extra requests rather
+    /// than a target stopped with nothing in the store to say why).
     pub gone_since: Option<Timestamp>,
 }
 
