@@ -164,6 +164,9 @@ const MIGRATIONS: &[&str] = &[
         parked_at      BIGINT NOT NULL,
         UNIQUE (topic, partition, record_offset)
     );",
+    // 2: each tenant's dead letters, for listing and redriving them without reading
+    // every delivery the tenant has; only deaths and redrives maintain it.
+    "CREATE INDEX deliveries_dead ON deliveries(tenant_id, id) WHERE status = 'dead';",
 ];
 
 /// The schema version this binary writes.

@@ -188,6 +188,9 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE attempts;
     ALTER TABLE attempts_rebuilt RENAME TO attempts;
     CREATE INDEX attempts_by_delivery ON attempts(delivery_id, number);",
+    // 7: each tenant's dead letters, for listing and redriving them without reading
+    // every delivery the tenant has; only deaths and redrives maintain it.
+    "CREATE INDEX deliveries_dead ON deliveries(tenant_id, id) WHERE status = 'dead';",
 ];
 
 /// The schema version this binary writes.
