@@ -54,7 +54,7 @@ pub struct EventIn<'a> {
 pub struct BatchIn<'a> {
     /// The events; each is accepted or refused on its own.
     #[serde(borrow, deserialize_with = "at_most_a_batch")]
-    #[schema(value_type = Vec<EventIn>)]
+    #[schema(value_type = Vec<EventIn>, max_items = 1000)]
     events: Counted<'a>,
 }
 
