@@ -204,8 +204,11 @@ async fn a_rate_limited_target_gets_at_most_its_rate_while_its_backlog_drains() 
     let received = receiver.received();
     assert_eq!(received.len(), 60);
     let busiest = busiest_second(&received);
-    // 20 per second plus the bucket's burst of 2.
-    assert!(busiest <= 22, "{busiest} requests in one second");
+    // 20 per second plus the bucket's burst of 2, counted where the requests arrive:
+    // on a loaded machine a request can reach the receiver up to ~100 ms after the
+    // token that sent it, so a second of arrivals may hold 0.1 s more of tokens (2).
+    // A limiter that did not hold would send the 60 in a burst.
+    assert!(busiest <= 24, "{busiest} requests in one second");
     assert!(busiest >= 15, "the limit is used: {busiest}");
     assert!(
         started.elapsed() >= Duration::from_millis(2_500),
