@@ -112,7 +112,8 @@ impl RunningApp {
         self.generated_admin_token.as_ref()
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, and releases the store.
+    /// Stops accepting requests, lets in-flight ones finish, waits up to the configured
+    /// shutdown grace for the delivery attempts under way, and releases the store.
     pub async fn stop(self) -> io::Result<()> {
         let _ = self.shutdown.send(());
         let served = self.server.await.map_err(io::Error::other)?;
@@ -353,9 +354,6 @@ fn follow_other_instances(management: Management, hints: Arc<Hints>) -> ChangeLi
 /// The longest a circuit stays open between probes, however long the target fails.
 const MAX_CIRCUIT_COOLDOWN: Duration = Duration::from_secs(3600);
 
-/// How long a stop waits for attempts under way.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
 /// The delivery engine, started.
 struct Engine {
     /// Stops it when set to `true`.
@@ -409,9 +407,10 @@ fn start_engine(
         metrics,
         stopped.clone(),
     ));
+    let grace = config.shutdown_grace;
     let engine = tokio::spawn(async move {
         let recorder = tokio::spawn(outcome::record(store, recorded, hints));
-        scheduler.run(stopped, STOP_GRACE).await;
+        scheduler.run(stopped, grace).await;
         let _ = housekeeping.await;
         // The scheduler and its attempts held the only senders: the recorder drains and ends.
         let _ = recorder.await;

@@ -72,7 +72,7 @@ fn run(config: &Config) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Before Herald says it listens: a SIGTERM sent as soon as it does must be a
         // clean stop, not the signal's default action.
-        let shutdown = ShutdownSignals::install()?;
+        let mut shutdown = ShutdownSignals::install()?;
         let running = app::start(config).await?;
         if let Some((token, path)) = running.generated_admin_token() {
             println!(
@@ -83,8 +83,20 @@ fn run(config: &Config) -> anyhow::Result<()> {
         let address = running.local_address();
         tracing::info!(%address, "herald listening on http://{address}");
         shutdown.wait().await;
-        tracing::info!("shutting down");
-        running.stop().await.context("the HTTP server failed while stopping")
+        let grace = humantime::format_duration(config.shutdown_grace).to_string();
+        tracing::info!(
+            %grace,
+            "shutting down: waiting up to {grace} for deliveries under way (a second signal stops at once)"
+        );
+        tokio::select! {
+            stopped = running.stop() => stopped.context("the HTTP server failed while stopping"),
+            () = shutdown.wait() => {
+                // What was committed stays; attempts cut short are sent again after the
+                // restart, once their leases run out.
+                tracing::warn!("stopping at once: deliveries under way will be sent again after the restart");
+                Ok(())
+            }
+        }
     })
 }
 
@@ -102,7 +114,7 @@ impl ShutdownSignals {
         })
     }
 
-    async fn wait(mut self) {
+    async fn wait(&mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}

@@ -74,6 +74,11 @@ pub struct ServeArgs {
     /// [default: 15s, at least 3s].
     #[arg(long, env = "HERALD_DELIVERY_LEASE", value_name = "DURATION")]
     pub delivery_lease: Option<String>,
+    /// How long a stop (SIGTERM, Ctrl-C) waits for delivery requests under way, so their
+    /// outcomes are recorded; any still running then are sent again after the restart.
+    /// A second signal stops at once [default: 30s].
+    #[arg(long, env = "HERALD_SHUTDOWN_GRACE", value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
     /// Most delivery requests in flight at once [default: 256].
     #[arg(long, env = "HERALD_DELIVERY_CONCURRENCY", value_name = "N")]
     pub delivery_concurrency: Option<String>,

@@ -51,6 +51,7 @@ pub struct FileConfig {
     pub retry_max_age: Option<FileValue>,
     pub retry_max_attempts: Option<FileValue>,
     pub delivery_lease: Option<FileValue>,
+    pub shutdown_grace: Option<FileValue>,
     pub delivery_concurrency: Option<FileValue>,
     pub circuit_failures: Option<FileValue>,
     pub circuit_cooldown: Option<FileValue>,

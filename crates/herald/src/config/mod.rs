@@ -106,6 +106,7 @@ pub mod settings {
     pub const RETRY_MAX_ATTEMPTS: Setting =
         Setting::new("--retry-max-attempts", "HERALD_RETRY_MAX_ATTEMPTS");
     pub const DELIVERY_LEASE: Setting = Setting::new("--delivery-lease", "HERALD_DELIVERY_LEASE");
+    pub const SHUTDOWN_GRACE: Setting = Setting::new("--shutdown-grace", "HERALD_SHUTDOWN_GRACE");
     pub const DELIVERY_CONCURRENCY: Setting =
         Setting::new("--delivery-concurrency", "HERALD_DELIVERY_CONCURRENCY");
     pub const CIRCUIT_FAILURES: Setting =
@@ -167,6 +168,8 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// How long a claim holds a delivery.
     pub delivery_lease: Duration,
+    /// How long a stop waits for the attempts under way.
+    pub shutdown_grace: Duration,
     /// Most delivery requests in flight at once.
     pub delivery_concurrency: u32,
     /// Circuit breaker thresholds.
@@ -198,6 +201,7 @@ impl fmt::Debug for Config {
             .field("allow_targets", &self.allow_targets)
             .field("retry", &self.retry)
             .field("delivery_lease", &self.delivery_lease)
+            .field("shutdown_grace", &self.shutdown_grace)
             .field("delivery_concurrency", &self.delivery_concurrency)
             .field("circuit", &self.circuit)
             .field("max_payload", &self.max_payload)
@@ -257,6 +261,12 @@ impl Config {
                 raw.delivery_lease,
                 settings::DELIVERY_LEASE,
                 "15s",
+                values::duration,
+            )?,
+            shutdown_grace: parse_or(
+                raw.shutdown_grace,
+                settings::SHUTDOWN_GRACE,
+                "30s",
                 values::duration,
             )?,
             delivery_concurrency: parse_or(
@@ -321,6 +331,13 @@ impl Config {
                 MIN_LEASE.as_secs()
             )));
         }
+        if self.shutdown_grace > MAX_SHUTDOWN_GRACE {
+            return Err(settings::SHUTDOWN_GRACE.invalid(format!(
+                "{} is longer than {}; a stop that long would outlast any process supervisor's patience",
+                humantime::format_duration(self.shutdown_grace),
+                humantime::format_duration(MAX_SHUTDOWN_GRACE)
+            )));
+        }
         if self
             .retention
             .is_some_and(|retention| retention < self.retry.max_age)
@@ -344,6 +361,9 @@ impl Config {
 /// Shortest lease: renewals every third of it must keep it alive through a slow write.
 const MIN_LEASE: Duration = Duration::from_secs(3);
 
+/// Longest a stop may wait for attempts under way (a target's timeout is at most 60 s).
+const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
+
 /// Largest payload limit an operator may configure.
 const MAX_PAYLOAD_LIMIT: u64 = 256 << 20;
 
@@ -359,6 +379,7 @@ struct RawSettings {
     retry_max_age: Option<String>,
     retry_max_attempts: Option<String>,
     delivery_lease: Option<String>,
+    shutdown_grace: Option<String>,
     delivery_concurrency: Option<String>,
     circuit_failures: Option<String>,
     circuit_cooldown: Option<String>,
@@ -386,6 +407,7 @@ impl RawSettings {
             retry_max_age: pick(args.retry_max_age, file.retry_max_age),
             retry_max_attempts: pick(args.retry_max_attempts, file.retry_max_attempts),
             delivery_lease: pick(args.delivery_lease, file.delivery_lease),
+            shutdown_grace: pick(args.shutdown_grace, file.shutdown_grace),
             delivery_concurrency: pick(args.delivery_concurrency, file.delivery_concurrency),
             circuit_failures: pick(args.circuit_failures, file.circuit_failures),
             circuit_cooldown: pick(args.circuit_cooldown, file.circuit_cooldown),
@@ -560,6 +582,7 @@ mod tests {
         assert_eq!(config.circuit.failures, 10);
         assert_eq!(config.circuit.cooldown, Duration::from_secs(30));
         assert_eq!(config.max_payload, 5 << 20);
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.tenant_rate_limit, None);
         assert!(config.allow_targets.is_empty());
     }
@@ -570,7 +593,7 @@ mod tests {
         let path = dir.path().join("herald.toml");
         std::fs::write(
             &path,
-            "listen = \"127.0.0.1:9000\"\nmax_payload = \"1MiB\"\nallow_targets = [\"127.0.0.0/8\"]\nretry_max_attempts = 7\n",
+            "listen = \"127.0.0.1:9000\"\nmax_payload = \"1MiB\"\nallow_targets = [\"127.0.0.0/8\"]\nretry_max_attempts = 7\nshutdown_grace = \"0s\"\n",
         )
         .expect("write");
         let args = ServeArgs {
@@ -583,6 +606,11 @@ mod tests {
         assert_eq!(config.max_payload, 1 << 20);
         assert_eq!(config.allow_targets.len(), 1);
         assert_eq!(config.retry.max_attempts, Some(7));
+        assert_eq!(
+            config.shutdown_grace,
+            Duration::ZERO,
+            "0s: a stop does not wait"
+        );
     }
 
     #[test]
@@ -615,6 +643,21 @@ mod tests {
                     ..Default::default()
                 },
                 "--retry-max-delay",
+            ),
+            (
+                ServeArgs {
+                    shutdown_grace: Some("later".into()),
+                    ..Default::default()
+                },
+                "--shutdown-grace",
+            ),
+            (
+                // Longer than any supervisor waits; also beyond what a clock can add.
+                ServeArgs {
+                    shutdown_grace: Some("1000000years".into()),
+                    ..Default::default()
+                },
+                "--shutdown-grace",
             ),
             (
                 ServeArgs {

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::herald_binary;
+use crate::helpers::{eventually, herald_binary, post_json, subscribed_over_http};
+use crate::receiver::TestReceiver;
 
 /// A `herald` command with no `HERALD_*` variables from the test's environment.
 fn herald(args: &[&str]) -> Command {
@@ -203,13 +204,32 @@ impl Server {
     }
 
     pub fn terminate(mut self) {
-        let pid = self.child.id().to_string();
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill runs");
+        self.signal("-TERM");
         let status = self.child.wait().expect("herald exits");
         assert!(status.success(), "SIGTERM is a clean stop: {status:?}");
+    }
+
+    /// Sends the process a signal (`-TERM`, `-INT`).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .expect("kill runs");
+    }
+
+    /// The process's exit status once it has exited, or `None` if it still runs after `within`.
+    fn exited_within(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("herald's status") {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -370,5 +390,57 @@ fn the_load_tool_runs_its_baseline_backlog_and_fairness_scenarios() {
         fairness["quietDuringFloodMs"]["p99"]
             .as_f64()
             .is_some_and(|v| v > 0.0)
+    );
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_deliveries_under_way_and_a_second_signal_stops_at_once() {
+    let receiver = TestReceiver::start().await;
+    // Longer than the test: the attempt is under way for as long as the test looks.
+    receiver.set_delay(Duration::from_secs(120));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Server::start_with(dir.path(), &["--allow-targets", "127.0.0.0/8"]);
+    let admin = std::fs::read_to_string(dir.path().join("admin-token")).expect("token file");
+    let settings = json!({ "timeoutMs": 60_000 });
+    let (_, key) =
+        subscribed_over_http(&server.base, admin.trim(), &receiver.url("/hook"), settings).await;
+    post_json(
+        &server.base,
+        "/v1/events",
+        &key,
+        json!({ "type": "a.b", "payload": {} }),
+    )
+    .await;
+    eventually("the attempt to reach the receiver", || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+
+    server.signal("-TERM");
+    assert_eq!(
+        server.exited_within(Duration::from_secs(1)),
+        None,
+        "the stop waits for the delivery under way (30 s by default)"
+    );
+    assert!(
+        server
+            .output()
+            .iter()
+            .any(|line| line.contains("waiting up to 30s")),
+        "it says how long it waits: {:?}",
+        server.output()
+    );
+    server.signal("-INT");
+    let status = server
+        .exited_within(Duration::from_secs(10))
+        .expect("a second signal stops at once");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        server
+            .output()
+            .iter()
+            .any(|line| line.contains("stopping at once")),
+        "{:?}",
+        server.output()
     );
 }

@@ -277,17 +277,33 @@ pub fn test_args(storage: &Storage) -> ServeArgs {
         allow_targets: Some("127.0.0.0/8".into()),
         retry_initial: Some("100ms".into()),
         retry_max_delay: Some("400ms".into()),
+        // Stops wait at most this for attempts under way: tests whose targets never
+        // answer would otherwise wait out the default 30 s at every restart.
+        shutdown_grace: Some("5s".into()),
         ..ServeArgs::default()
     }
 }
 
 /// Waits up to ten seconds for `check` to return `Some`.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    eventually_within(what, std::time::Duration::from_secs(10), check).await
+}
+
+/// Waits up to `within` for `check` to return `Some`.
+pub async fn eventually_within<T, F, Fut>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: F,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + within;
     loop {
         if let Some(value) = check().await {
             return value;

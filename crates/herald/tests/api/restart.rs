@@ -1,8 +1,11 @@
 //! Everything Herald was told survives a restart on the same data directory.
 
-use serde_json::json;
+use std::time::Duration;
 
-use crate::helpers::{ADMIN, TestApp, string};
+use serde_json::{Value, json};
+
+use crate::helpers::{ADMIN, TestApp, eventually, eventually_within, string};
+use crate::receiver::TestReceiver;
 
 #[tokio::test]
 async fn everything_is_still_there_after_a_restart() {
@@ -55,4 +58,87 @@ async fn everything_is_still_there_after_a_restart() {
         subscription
     );
     app.get("/readyz", &key).await.expect(200);
+}
+
+/// Publishes one event to a target that takes `answer_after` to answer, then stops
+/// Herald with `grace` while the attempt is under way and starts it again. Returns the
+/// receiver and the delivery as the restarted instance reports it, once it has
+/// succeeded.
+async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestReceiver, Value) {
+    let receiver = TestReceiver::start().await;
+    receiver.set_delay(answer_after);
+    let app = TestApp::spawn_with(|args| {
+        args.shutdown_grace = Some(grace.into());
+        // A shared store recovers a stopped instance's leases when they run out.
+        args.delivery_lease = Some("3s".into());
+    })
+    .await;
+    let (_, key) = app.tenant("Acme").await;
+    app.subscribed_target(&key, &receiver.url("/hook"), json!({ "timeoutMs": 10_000 }))
+        .await;
+    let event = app
+        .post(
+            "/v1/events",
+            &key,
+            json!({ "type": "order.paid", "payload": { "n": 1 } }),
+        )
+        .await
+        .expect(202);
+    eventually("the attempt to reach the receiver", || async {
+        (!receiver.received().is_empty()).then_some(())
+    })
+    .await;
+
+    let app = app
+        .restart_with(|args| {
+            args.shutdown_grace = Some(grace.into());
+            args.delivery_lease = Some("3s".into());
+        })
+        .await;
+
+    let event = app
+        .get(&format!("/v1/events/{}", string(&event["id"])), &key)
+        .await
+        .expect(200);
+    let delivery = string(&event["deliveries"][0]["id"]);
+    // On a shared store the restarted instance first waits for the stopped one's
+    // leadership and leases to run out (a few seconds).
+    let done = eventually_within(
+        "the delivery to succeed",
+        Duration::from_secs(30),
+        || async {
+            let body = app
+                .get(&format!("/v1/deliveries/{delivery}"), &key)
+                .await
+                .expect(200);
+            (body["status"] == "succeeded").then_some(body)
+        },
+    )
+    .await;
+    (receiver, done)
+}
+
+#[tokio::test]
+async fn a_stop_waits_for_the_attempts_under_way() {
+    let (receiver, delivery) = stop_during_an_attempt(Duration::from_millis(1500), "10s").await;
+    assert_eq!(
+        delivery["attempts"], 1,
+        "the answer that came during the stop was recorded: {delivery}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.received().len(), 1, "nothing was sent twice");
+}
+
+#[tokio::test]
+async fn an_attempt_past_the_grace_is_sent_again_after_the_restart() {
+    let (receiver, delivery) = stop_during_an_attempt(Duration::from_millis(1500), "0s").await;
+    assert_eq!(
+        receiver.received().len(),
+        2,
+        "the attempt cut short by the stop was made again (at least once, never lost)"
+    );
+    assert_eq!(
+        delivery["attempts"], 1,
+        "only the attempt that finished is recorded: {delivery}"
+    );
 }
