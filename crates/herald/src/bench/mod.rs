@@ -38,8 +38,9 @@ pub enum Scenario {
     FanOut10,
     /// A steady 1,000 events/s for 30 s: latency under a normal load.
     Steady,
-    /// `throughput` on an empty queue, then again with `--backlog` deliveries waiting
-    /// (for a target limited to 0.01/s); the ratio and Herald's memory.
+    /// `throughput` on two instances, one with an empty queue and one with `--backlog`
+    /// deliveries waiting (for a target limited to 0.01/s), measured alternately three
+    /// times each: the ratio of the medians, and Herald's memory.
     Backlog,
     /// The tool alone: its producers publish straight to its receiver, no Herald.
     Baseline,

@@ -229,35 +229,72 @@ async fn baseline(http: &reqwest::Client, load: Load) -> anyhow::Result<Value> {
     Ok(figures(load, &receiver, elapsed, elapsed, tool_cpu))
 }
 
-/// `throughput` on an empty queue, then with `waiting` deliveries queued for a target
-/// that takes 0.01 per second.
+/// Rounds of the backlog scenario. Each measures the empty queue and the full one
+/// once, in alternating order (empty first in even rounds), so a slow spell of the
+/// machine falls on both alike; single runs here move by ±15 %, and the ratio of two
+/// single runs by more.
+const BACKLOG_ROUNDS: usize = 3;
+
+/// `throughput` on two instances side by side, one with an empty queue and one with
+/// `waiting` deliveries queued for a target that takes 0.01 per second, measured
+/// alternately: the median full-queue run, with the ratio of the medians.
 async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Result<Value> {
-    let deployment = Deployment::start(http, None, 1).await?;
-    let (api, server) = (&deployment.apis[0], &deployment.servers[0]);
-    // A first run warms Herald up (connections, caches), so the two measured runs
+    let empty = Deployment::start(http, None, 1).await?;
+    let full = Deployment::start(http, None, 1).await?;
+    // A first run warms each instance up (connections, caches), so the measured runs
     // compare the queue, not a cold start with a warm one.
     let warm_up = Load {
         events: load.events.min(5_000),
         ..load
     };
-    measure(&deployment, warm_up, "warm-up").await?;
-    let empty = measure(&deployment, load, "empty queue").await?;
-    if empty["deliveries"].as_u64() < empty["expected"].as_u64() {
-        bail!("not every delivery of the empty-queue run arrived before the deadline");
+    for deployment in [&empty, &full] {
+        measure(deployment, warm_up, "warm-up").await?;
     }
     let preload_started = Instant::now();
-    preload(api, server, waiting, load.producers).await?;
+    preload(&full.apis[0], &full.servers[0], waiting, load.producers).await?;
     let preload_seconds = preload_started.elapsed().as_secs_f64();
-    let rss_waiting = server.rss_bytes()?;
-    let mut full = measure(&deployment, load, "full queue").await?;
-    let ratio = full["deliveredPerSecond"].as_f64().unwrap_or(0.0)
-        / empty["deliveredPerSecond"].as_f64().unwrap_or(f64::MAX);
-    full["backlog"] = json!(waiting);
-    full["preloadSeconds"] = json!(preload_seconds);
-    full["emptyQueueDeliveredPerSecond"] = empty["deliveredPerSecond"].clone();
-    full["ratioToEmptyQueue"] = json!(ratio);
-    full["heraldRssMbWaiting"] = json!(rss_waiting as f64 / 1_048_576.0);
-    Ok(full)
+    let rss_waiting = full.servers[0].rss_bytes()?;
+    let (mut empty_runs, mut full_runs) = (Vec::new(), Vec::new());
+    for round in 0..BACKLOG_ROUNDS {
+        let full_first = round % 2 == 1;
+        for measuring_full in [full_first, !full_first] {
+            if measuring_full {
+                full_runs.push(measure(&full, load, &format!("full queue {round}")).await?);
+            } else {
+                let run = measure(&empty, load, &format!("empty queue {round}")).await?;
+                if run["deliveries"].as_u64() < run["expected"].as_u64() {
+                    bail!("not every delivery of an empty-queue run arrived before the deadline");
+                }
+                empty_runs.push(run);
+            }
+        }
+    }
+    // The most the instance holding the backlog used: after the preload or after any
+    // of its runs (each reports the instance's memory at its end).
+    let rss_waiting = full_runs
+        .iter()
+        .filter_map(|run| run["heraldRssMb"].as_f64())
+        .fold(rss_waiting as f64 / 1_048_576.0, f64::max);
+    let rate = |run: &Value| run["deliveredPerSecond"].as_f64().unwrap_or(0.0);
+    let rates = |runs: &[Value]| runs.iter().map(rate).collect::<Vec<_>>();
+    let (empty_rates, full_rates) = (rates(&empty_runs), rates(&full_runs));
+    let mut report = median_run(full_runs, rate);
+    let empty_median = rate(&median_run(empty_runs, rate));
+    report["backlog"] = json!(waiting);
+    report["preloadSeconds"] = json!(preload_seconds);
+    report["emptyQueueDeliveredPerSecond"] = json!(empty_median);
+    report["ratioToEmptyQueue"] = json!(rate(&report) / empty_median.max(f64::MIN_POSITIVE));
+    report["emptyQueueRuns"] = json!(empty_rates);
+    report["fullQueueRuns"] = json!(full_rates);
+    report["heraldRssMbWaiting"] = json!(rss_waiting);
+    Ok(report)
+}
+
+/// The run whose `key` is the median (the upper one of an even count).
+fn median_run(mut runs: Vec<Value>, key: impl Fn(&Value) -> f64) -> Value {
+    runs.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    let middle = runs.len() / 2;
+    runs.into_iter().nth(middle).unwrap_or(Value::Null)
 }
 
 /// Queues `count` deliveries for a target limited to 0.01 per second, so they wait.
@@ -394,10 +431,12 @@ fn print(scenario: &str, report: &Value, json: bool) {
     }
     if report.get("ratioToEmptyQueue").is_some() {
         line.push_str(&format!(
-            ", with {} waiting: {:.0}% of the empty-queue {:.0}/s, Herald RSS {:.0} MB while they wait",
+            ", with {} waiting: {:.0}% of the empty-queue {:.0}/s (medians of {} runs each), Herald RSS {:.0} MB \
+             while they wait",
             report["backlog"],
             number("ratioToEmptyQueue") * 100.0,
             number("emptyQueueDeliveredPerSecond"),
+            BACKLOG_ROUNDS,
             number("heraldRssMbWaiting"),
         ));
     }

@@ -375,6 +375,23 @@ fn the_load_tool_runs_its_baseline_backlog_and_fairness_scenarios() {
             .as_f64()
             .is_some_and(|m| m > 1.0)
     );
+    for runs in ["emptyQueueRuns", "fullQueueRuns"] {
+        let rates = backlog[runs].as_array().expect("every measured run's rate");
+        assert_eq!(rates.len(), 3, "{runs}: {backlog}");
+    }
+    let full_rates: Vec<f64> = backlog["fullQueueRuns"]
+        .as_array()
+        .expect("runs")
+        .iter()
+        .filter_map(serde_json::Value::as_f64)
+        .collect();
+    let mut sorted = full_rates.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(
+        backlog["deliveredPerSecond"].as_f64(),
+        Some(sorted[1]),
+        "the reported full-queue run is the median one: {full_rates:?}"
+    );
 
     let fairness = bench_json(&[
         "--scenario",
