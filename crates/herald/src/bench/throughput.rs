@@ -253,7 +253,7 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
     let preload_started = Instant::now();
     preload(&full.apis[0], &full.servers[0], waiting, load.producers).await?;
     let preload_seconds = preload_started.elapsed().as_secs_f64();
-    let rss_waiting = full.servers[0].rss_bytes()?;
+    let rss_after_preload = full.servers[0].rss_bytes()? as f64 / 1_048_576.0;
     let (mut empty_runs, mut full_runs) = (Vec::new(), Vec::new());
     for round in 0..BACKLOG_ROUNDS {
         let full_first = round % 2 == 1;
@@ -274,7 +274,7 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
     let rss_waiting = full_runs
         .iter()
         .filter_map(|run| run["heraldRssMb"].as_f64())
-        .fold(rss_waiting as f64 / 1_048_576.0, f64::max);
+        .fold(rss_after_preload, f64::max);
     let rate = |run: &Value| run["deliveredPerSecond"].as_f64().unwrap_or(0.0);
     let rates = |runs: &[Value]| runs.iter().map(rate).collect::<Vec<_>>();
     let (empty_rates, full_rates) = (rates(&empty_runs), rates(&full_runs));
