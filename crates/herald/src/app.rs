@@ -98,6 +98,7 @@ pub struct RunningApp {
     engine_stop: watch::Sender<bool>,
     engine: JoinHandle<()>,
     sources: Option<JoinHandle<()>>,
+    shutdown_grace: Duration,
     _lock: Option<File>,
 }
 
@@ -112,12 +113,30 @@ impl RunningApp {
         self.generated_admin_token.as_ref()
     }
 
-    /// Stops accepting requests, lets in-flight ones finish, waits up to the configured
-    /// shutdown grace for the delivery attempts under way, and releases the store.
-    pub async fn stop(self) -> io::Result<()> {
+    /// Stops accepting requests and claiming deliveries, then waits up to the shutdown
+    /// grace, counted from this call, for the requests being served and the delivery
+    /// attempts under way (recording their outcomes), and releases the store. Requests
+    /// still open after the grace are cut off; attempts still running are not awaited
+    /// (they end with the process, and their deliveries are sent again after the
+    /// restart).
+    pub async fn stop(mut self) -> io::Result<()> {
+        // The scheduler counts its grace from the same moment.
+        let deadline = tokio::time::Instant::now().checked_add(self.shutdown_grace);
         let _ = self.shutdown.send(());
-        let served = self.server.await.map_err(io::Error::other)?;
         let _ = self.engine_stop.send(true);
+        let served = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, &mut self.server).await {
+                Ok(joined) => joined.map_err(io::Error::other)?,
+                Err(_) => {
+                    self.server.abort();
+                    tracing::warn!(
+                        "requests still open when the shutdown grace ran out were cut off"
+                    );
+                    Ok(())
+                }
+            },
+            None => (&mut self.server).await.map_err(io::Error::other)?,
+        };
         if let Some(sources) = self.sources
             && let Err(error) = sources.await
         {
@@ -203,6 +222,7 @@ pub async fn start(config: &Config) -> Result<RunningApp, StartError> {
         engine_stop,
         engine,
         sources,
+        shutdown_grace: config.shutdown_grace,
         _lock: lock,
     })
 }

@@ -69,35 +69,63 @@ fn run(config: &Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        // Before Herald says it listens: a SIGTERM sent as soon as it does must be a
-        // clean stop, not the signal's default action.
-        let mut shutdown = ShutdownSignals::install()?;
-        let running = app::start(config).await?;
-        if let Some((token, path)) = running.generated_admin_token() {
-            println!(
-                "Generated the admin token. It is saved in {} (mode 0600) and shown only this once:\n\n    {token}\n",
-                path.display()
-            );
+    let stop = runtime.block_on(run_until_stopped(config));
+    if let Ok(Stop::AtOnce) = stop {
+        // Not waiting for blocking work still running (a read, a Kafka commit): what
+        // is committed stays, and the rest is done again after the restart.
+        runtime.shutdown_background();
+    }
+    stop.map(drop)
+}
+
+/// How `run_until_stopped` ended.
+enum Stop {
+    /// After the shutdown grace, or sooner once nothing was under way.
+    Clean,
+    /// At once, on a second signal (or a signal during start-up).
+    AtOnce,
+}
+
+/// Runs Herald until a signal: the first stops it cleanly within the shutdown grace,
+/// a second stops it at once.
+async fn run_until_stopped(config: &Config) -> anyhow::Result<Stop> {
+    // Before Herald says it listens: a SIGTERM sent as soon as it does must be a
+    // clean stop, not the signal's default action.
+    let mut shutdown = ShutdownSignals::install()?;
+    let running = tokio::select! {
+        started = app::start(config) => started?,
+        // Start-up can wait on the database (its lock, migrations): a signal ends it.
+        () = shutdown.wait() => {
+            tracing::warn!("stopped during start-up");
+            return Ok(Stop::AtOnce);
         }
-        let address = running.local_address();
-        tracing::info!(%address, "herald listening on http://{address}");
-        shutdown.wait().await;
-        let grace = humantime::format_duration(config.shutdown_grace).to_string();
-        tracing::info!(
-            %grace,
-            "shutting down: waiting up to {grace} for deliveries under way (a second signal stops at once)"
+    };
+    if let Some((token, path)) = running.generated_admin_token() {
+        println!(
+            "Generated the admin token. It is saved in {} (mode 0600) and shown only this once:\n\n    {token}\n",
+            path.display()
         );
-        tokio::select! {
-            stopped = running.stop() => stopped.context("the HTTP server failed while stopping"),
-            () = shutdown.wait() => {
-                // What was committed stays; attempts cut short are sent again after the
-                // restart, once their leases run out.
-                tracing::warn!("stopping at once: deliveries under way will be sent again after the restart");
-                Ok(())
-            }
+    }
+    let address = running.local_address();
+    tracing::info!(%address, "herald listening on http://{address}");
+    shutdown.wait().await;
+    let grace = humantime::format_duration(config.shutdown_grace).to_string();
+    tracing::info!(
+        %grace,
+        "shutting down: waiting up to {grace} for deliveries under way (a second signal stops at once)"
+    );
+    tokio::select! {
+        stopped = running.stop() => {
+            stopped.context("the HTTP server failed while stopping")?;
+            Ok(Stop::Clean)
         }
-    })
+        () = shutdown.wait() => {
+            // What was committed stays; attempts cut short, and outcomes not yet
+            // written, are sent again after the restart.
+            tracing::warn!("stopping at once: deliveries under way will be sent again after the restart");
+            Ok(Stop::AtOnce)
+        }
+    }
 }
 
 /// SIGTERM and SIGINT (Ctrl-C), caught from the moment they are installed.

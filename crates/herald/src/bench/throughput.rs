@@ -40,8 +40,8 @@ impl Load {
         let (events, fan_out, rate) = match args.scenario {
             Scenario::FanOut10 => (10_000, 10, 0),
             Scenario::Steady => (30_000, 1, 1_000),
-            // `throughput` and each of the backlog's two runs (as long as the scenario
-            // the ratio refers to: shorter runs moved by ±15 %), and the others.
+            // `throughput` and each of the backlog's measured runs (as long as the
+            // scenario the ratio refers to: shorter runs moved by ±15 %), and the others.
             _ => (50_000, 1, 0),
         };
         Self {
@@ -258,15 +258,21 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
     for round in 0..BACKLOG_ROUNDS {
         let full_first = round % 2 == 1;
         for measuring_full in [full_first, !full_first] {
-            if measuring_full {
-                full_runs.push(measure(&full, load, &format!("full queue {round}")).await?);
-            } else {
-                let run = measure(&empty, load, &format!("empty queue {round}")).await?;
-                if run["deliveries"].as_u64() < run["expected"].as_u64() {
-                    bail!("not every delivery of an empty-queue run arrived before the deadline");
-                }
-                empty_runs.push(run);
+            // The instance not measured must be idle, not finishing the last run's
+            // work (a checkpoint of the preload, say) on the cores the run needs.
+            for deployment in [&empty, &full] {
+                settle(&deployment.servers[0]).await?;
             }
+            let (deployment, runs, name) = if measuring_full {
+                (&full, &mut full_runs, "full queue")
+            } else {
+                (&empty, &mut empty_runs, "empty queue")
+            };
+            let run = measure(deployment, load, &format!("{name} {round}")).await?;
+            if run["deliveries"].as_u64() < run["expected"].as_u64() {
+                bail!("not every delivery of a {name} run arrived before the deadline");
+            }
+            runs.push(run);
         }
     }
     // The most the instance holding the backlog used: after the preload or after any
@@ -288,6 +294,22 @@ async fn backlog(http: &reqwest::Client, load: Load, waiting: u64) -> anyhow::Re
     report["fullQueueRuns"] = json!(full_rates);
     report["heraldRssMbWaiting"] = json!(rss_waiting);
     Ok(report)
+}
+
+/// Waits until `server` uses under 5 % of a core (over half a second), or 30 s.
+async fn settle(server: &ChildServer) -> anyhow::Result<()> {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut before = server.cpu_seconds()?;
+    while Instant::now() < deadline {
+        tokio::time::sleep(WINDOW).await;
+        let now = server.cpu_seconds()?;
+        if now - before < 0.05 * WINDOW.as_secs_f64() {
+            break;
+        }
+        before = now;
+    }
+    Ok(())
 }
 
 /// The run whose `key` is the median (the upper one of an even count).

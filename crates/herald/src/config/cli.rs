@@ -76,7 +76,7 @@ pub struct ServeArgs {
     pub delivery_lease: Option<String>,
     /// How long a stop (SIGTERM, Ctrl-C) waits for delivery requests under way, so their
     /// outcomes are recorded; any still running then are sent again after the restart.
-    /// A second signal stops at once [default: 30s].
+    /// A second signal stops at once [default: 30s, at most 1h].
     #[arg(long, env = "HERALD_SHUTDOWN_GRACE", value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
     /// Most delivery requests in flight at once [default: 256].

@@ -361,7 +361,8 @@ impl Config {
 /// Shortest lease: renewals every third of it must keep it alive through a slow write.
 const MIN_LEASE: Duration = Duration::from_secs(3);
 
-/// Longest a stop may wait for attempts under way (a target's timeout is at most 60 s).
+/// Longest accepted shutdown grace. Attempts end within their target's timeout (at most
+/// 60 s), so a longer grace buys nothing; the bound catches a slip such as `30h`.
 const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(3600);
 
 /// Largest payload limit an operator may configure.
@@ -652,7 +653,7 @@ mod tests {
                 "--shutdown-grace",
             ),
             (
-                // Longer than any supervisor waits; also beyond what a clock can add.
+                // Longer than any stop should take.
                 ServeArgs {
                     shutdown_grace: Some("1000000years".into()),
                     ..Default::default()

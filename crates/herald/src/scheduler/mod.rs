@@ -309,7 +309,8 @@ impl Scheduler {
 
     /// Waits up to `grace` for the attempts under way and forwards their outcomes.
     async fn drain(&mut self, grace: Duration) {
-        let deadline = Instant::now() + grace;
+        // Beyond what the clock can represent: no limit.
+        let deadline = Instant::now().checked_add(grace);
         let admission = Arc::clone(&self.admission);
         self.take_back_grants(&mut admission.grants());
         while self.in_flight > 0 {
@@ -319,12 +320,16 @@ impl Scheduler {
                     spent = self.spent.recv() => spent.map(Err),
                 }
             };
-            match tokio::time::timeout_at(deadline, next).await {
-                Ok(Some(Ok(finished))) => self.finish(finished),
+            let settled = match deadline {
+                Some(deadline) => tokio::time::timeout_at(deadline, next).await.ok().flatten(),
+                None => next.await,
+            };
+            match settled {
+                Some(Ok(finished)) => self.finish(finished),
                 // Grants intake spent while stopping: their attempts go too.
-                Ok(Some(Err(spent))) => self.spent_at_intake(spent),
+                Some(Err(spent)) => self.spent_at_intake(spent),
                 // Past the grace, the leases of the rest expire and they are retried.
-                Ok(None) | Err(_) => break,
+                None => break,
             }
         }
     }

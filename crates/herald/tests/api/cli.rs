@@ -203,6 +203,12 @@ impl Server {
         &self.stdout
     }
 
+    /// Everything the server printed, once it has exited (reads until its output ends).
+    fn output_to_the_end(&mut self) -> &[String] {
+        self.stdout.extend(self.lines.iter());
+        &self.stdout
+    }
+
     pub fn terminate(mut self) {
         self.signal("-TERM");
         let status = self.child.wait().expect("herald exits");
@@ -379,19 +385,28 @@ fn the_load_tool_runs_its_baseline_backlog_and_fairness_scenarios() {
         let rates = backlog[runs].as_array().expect("every measured run's rate");
         assert_eq!(rates.len(), 3, "{runs}: {backlog}");
     }
-    let full_rates: Vec<f64> = backlog["fullQueueRuns"]
-        .as_array()
-        .expect("runs")
-        .iter()
-        .filter_map(serde_json::Value::as_f64)
-        .collect();
-    let mut sorted = full_rates.clone();
-    sorted.sort_by(f64::total_cmp);
+    let median = |runs: &str| {
+        let mut rates: Vec<f64> = backlog[runs]
+            .as_array()
+            .expect("runs")
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .collect();
+        rates.sort_by(f64::total_cmp);
+        rates[1]
+    };
+    let (full, empty) = (median("fullQueueRuns"), median("emptyQueueRuns"));
     assert_eq!(
         backlog["deliveredPerSecond"].as_f64(),
-        Some(sorted[1]),
-        "the reported full-queue run is the median one: {full_rates:?}"
+        Some(full),
+        "the reported full-queue run is the median one: {backlog}"
     );
+    assert_eq!(
+        backlog["emptyQueueDeliveredPerSecond"].as_f64(),
+        Some(empty)
+    );
+    let ratio = backlog["ratioToEmptyQueue"].as_f64().expect("ratio");
+    assert!((ratio - full / empty).abs() < 1e-9, "{backlog}");
 
     let fairness = bench_json(&[
         "--scenario",
@@ -452,12 +467,9 @@ async fn a_stop_waits_for_deliveries_under_way_and_a_second_signal_stops_at_once
         .exited_within(Duration::from_secs(10))
         .expect("a second signal stops at once");
     assert!(status.success(), "{status:?}");
+    let output = server.output_to_the_end();
     assert!(
-        server
-            .output()
-            .iter()
-            .any(|line| line.contains("stopping at once")),
-        "{:?}",
-        server.output()
+        output.iter().any(|line| line.contains("stopping at once")),
+        "{output:?}"
     );
 }

@@ -60,10 +60,10 @@ async fn everything_is_still_there_after_a_restart() {
     app.get("/readyz", &key).await.expect(200);
 }
 
-/// Publishes one event to a target that takes `answer_after` to answer, then stops
-/// Herald with `grace` while the attempt is under way and starts it again. Returns the
-/// receiver and the delivery as the restarted instance reports it, once it has
-/// succeeded.
+/// Publishes one event to a target that answers its first request after
+/// `answer_after` (and later ones at once), then stops Herald with `grace` while that
+/// attempt is under way and starts it again. Returns the receiver and the delivery as
+/// the restarted instance reports it, once it has succeeded.
 async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestReceiver, Value) {
     let receiver = TestReceiver::start().await;
     receiver.set_delay(answer_after);
@@ -74,7 +74,7 @@ async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestRec
     })
     .await;
     let (_, key) = app.tenant("Acme").await;
-    app.subscribed_target(&key, &receiver.url("/hook"), json!({ "timeoutMs": 10_000 }))
+    app.subscribed_target(&key, &receiver.url("/hook"), json!({ "timeoutMs": 30_000 }))
         .await;
     let event = app
         .post(
@@ -88,6 +88,7 @@ async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestRec
         (!receiver.received().is_empty()).then_some(())
     })
     .await;
+    receiver.set_delay(Duration::ZERO);
 
     let app = app
         .restart_with(|args| {
@@ -120,7 +121,8 @@ async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestRec
 
 #[tokio::test]
 async fn a_stop_waits_for_the_attempts_under_way() {
-    let (receiver, delivery) = stop_during_an_attempt(Duration::from_millis(1500), "10s").await;
+    // Longer than the 5 s the suite's other stops wait: only the setting makes it wait.
+    let (receiver, delivery) = stop_during_an_attempt(Duration::from_secs(6), "10s").await;
     assert_eq!(
         delivery["attempts"], 1,
         "the answer that came during the stop was recorded: {delivery}"
@@ -131,7 +133,7 @@ async fn a_stop_waits_for_the_attempts_under_way() {
 
 #[tokio::test]
 async fn an_attempt_past_the_grace_is_sent_again_after_the_restart() {
-    let (receiver, delivery) = stop_during_an_attempt(Duration::from_millis(1500), "0s").await;
+    let (receiver, delivery) = stop_during_an_attempt(Duration::from_secs(10), "0s").await;
     assert_eq!(
         receiver.received().len(),
         2,
