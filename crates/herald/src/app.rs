@@ -116,9 +116,8 @@ impl RunningApp {
     /// Stops accepting requests and claiming deliveries, then waits up to the shutdown
     /// grace, counted from this call, for the requests being served and the delivery
     /// attempts under way (recording their outcomes), and releases the store. Requests
-    /// still open after the grace are cut off; attempts still running are not awaited
-    /// (they end with the process, and their deliveries are sent again after the
-    /// restart).
+    /// still open after the grace are cut off, and attempts still running are cancelled
+    /// (their deliveries keep their leases and are sent again after the restart).
     pub async fn stop(mut self) -> io::Result<()> {
         // The scheduler counts its grace from the same moment.
         let deadline = tokio::time::Instant::now().checked_add(self.shutdown_grace);

@@ -34,6 +34,7 @@ use herald_core::store::{
 };
 use herald_core::time::Timestamp;
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Level;
 
@@ -221,6 +222,9 @@ pub struct Scheduler {
     /// The grants of free workers to intake, and its reports of spending them.
     admission: Arc<IntakeAdmission>,
     spent: mpsc::UnboundedReceiver<Spent>,
+    /// The attempt tasks. Dropping the scheduler, once its drain is over, cancels the
+    /// ones still running: their deliveries keep their leases and go again later.
+    attempts: JoinSet<()>,
 }
 
 impl Scheduler {
@@ -252,6 +256,7 @@ impl Scheduler {
             retries_in_flight: 0,
             held: Held::default(),
             rotation: 0,
+            attempts: JoinSet::new(),
         }
     }
 
@@ -335,6 +340,8 @@ impl Scheduler {
     }
 
     fn take_finished(&mut self) {
+        // Finished tasks' handles, so the set holds only attempts under way.
+        while self.attempts.try_join_next().is_some() {}
         while let Ok(finished) = self.finished_rx.try_recv() {
             self.finish(finished);
         }
@@ -658,7 +665,7 @@ impl Scheduler {
             .set_in_flight(self.in_flight.saturating_sub(unspent));
     }
 
-    fn spawn_attempt(&self, claim: Claim, retry: bool) {
+    fn spawn_attempt(&mut self, claim: Claim, retry: bool) {
         let dispatcher = self.dispatcher.clone();
         let settings = Arc::clone(&self.settings);
         let reporter = Reporter {
@@ -701,7 +708,7 @@ impl Scheduler {
                 record,
             });
         };
-        tokio::spawn(attempt_task);
+        self.attempts.spawn(attempt_task);
     }
 
     /// Applies what an attempt says about its target, then sends its outcome on.

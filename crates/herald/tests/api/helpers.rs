@@ -127,6 +127,12 @@ impl TestApp {
         }
     }
 
+    /// Stops this instance cleanly (within its shutdown grace).
+    pub async fn stop(mut self) {
+        let running = self.running.take().expect("running");
+        running.stop().await.expect("clean stop");
+    }
+
     /// Stops this instance and starts a new one on the same storage.
     pub async fn restart(self) -> Self {
         self.restart_with(|_| {}).await

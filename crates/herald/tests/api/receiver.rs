@@ -92,6 +92,11 @@ impl TestReceiver {
         *self.shared.delay.lock().expect("delay lock") = delay;
     }
 
+    /// Requests being served now (a request ends when answered or when its client goes).
+    pub fn in_flight(&self) -> usize {
+        self.shared.in_flight.load(Ordering::SeqCst)
+    }
+
     /// The most requests served at once so far.
     pub fn peak_concurrency(&self) -> usize {
         self.shared.peak.load(Ordering::SeqCst)

@@ -132,6 +132,32 @@ async fn a_stop_waits_for_the_attempts_under_way() {
 }
 
 #[tokio::test]
+async fn an_attempt_past_the_grace_is_cancelled_by_the_stop() {
+    let receiver = TestReceiver::start().await;
+    receiver.set_delay(Duration::from_secs(30));
+    let app = TestApp::spawn_with(|args| args.shutdown_grace = Some("0s".into())).await;
+    let (_, key) = app.tenant("Acme").await;
+    app.subscribed_target(&key, &receiver.url("/hook"), json!({ "timeoutMs": 60_000 }))
+        .await;
+    app.post(
+        "/v1/events",
+        &key,
+        json!({ "type": "order.paid", "payload": {} }),
+    )
+    .await
+    .expect(202);
+    eventually("the attempt to reach the receiver", || async {
+        (receiver.in_flight() == 1).then_some(())
+    })
+    .await;
+    app.stop().await;
+    eventually("the abandoned request to end at the receiver", || async {
+        (receiver.in_flight() == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn an_attempt_past_the_grace_is_sent_again_after_the_restart() {
     let (receiver, delivery) = stop_during_an_attempt(Duration::from_secs(10), "0s").await;
     assert_eq!(
