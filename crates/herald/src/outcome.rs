@@ -4,6 +4,7 @@
 //! are due.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, TargetId};
@@ -31,38 +32,79 @@ pub enum Record {
     Disable(TargetId, String),
 }
 
+/// How soon circuit states whose save failed are tried again when nothing else comes
+/// to be written meanwhile.
+const RESAVE_AFTER: Duration = Duration::from_secs(1);
+
 /// Records until every sender is gone.
 pub async fn record(store: Store, mut records: mpsc::UnboundedReceiver<Record>, hints: Arc<Hints>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while records.recv_many(&mut batch, MAX_BATCH).await > 0 {
+    // Circuit states not saved yet, kept through failed saves: other instances read a
+    // target's circuit from the store, so a lost save would let them keep sending to
+    // a target this one found failing.
+    let mut circuits = Circuits::default();
+    loop {
+        let next = records.recv_many(&mut batch, MAX_BATCH);
+        let received = if circuits.is_empty() {
+            Some(next.await)
+        } else {
+            // Nothing arrived in time: the unsaved circuits are tried again alone.
+            tokio::time::timeout(RESAVE_AFTER, next).await.ok()
+        };
+        let closed = received == Some(0);
         let mut outcomes = Vec::new();
-        let mut circuits: Vec<(TargetId, Circuit)> = Vec::new();
         let mut disabled = Vec::new();
         for record in batch.drain(..) {
             match record {
                 Record::Outcome(outcome) => outcomes.push(outcome),
-                Record::Circuit(target, circuit) => {
-                    // Only the latest state of each target matters.
-                    circuits.retain(|(t, _)| *t != target);
-                    circuits.push((target, circuit));
-                }
+                Record::Circuit(target, circuit) => circuits.set(target, circuit),
                 Record::Disable(target, reason) => disabled.push((target, reason)),
             }
         }
         write_outcomes(&store, outcomes, &hints).await;
-        if !circuits.is_empty()
-            && let Err(error) = store.save_circuits(circuits).await
-        {
-            // The scheduler's state stays right; only the saved copy lags.
-            tracing::error!(error = %error, "saving circuit states failed");
-        }
+        circuits.save(&store).await;
         for (target, reason) in disabled {
             if let Err(error) = store
                 .disable_target(&target, &reason, Timestamp::now())
                 .await
             {
+                // The target answers 410 again, and that tries the disable again.
                 tracing::error!(error = %error, target = %target, "disabling a gone target failed");
             }
+        }
+        if closed {
+            break;
+        }
+    }
+}
+
+/// The latest circuit state of each target changed since the last successful save.
+#[derive(Default)]
+struct Circuits(Vec<(TargetId, Circuit)>);
+
+impl Circuits {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Keeps `circuit` as the target's latest state (only the latest matters).
+    fn set(&mut self, target: TargetId, circuit: Circuit) {
+        self.0.retain(|(t, _)| *t != target);
+        self.0.push((target, circuit));
+    }
+
+    /// Saves them all; on failure keeps them to be saved again.
+    async fn save(&mut self, store: &Store) {
+        if self.0.is_empty() {
+            return;
+        }
+        match store.save_circuits(self.0.clone()).await {
+            Ok(()) => self.0.clear(),
+            Err(error) => tracing::error!(
+                error = %error,
+                targets = self.0.len(),
+                "saving circuit states failed; trying again shortly"
+            ),
         }
     }
 }

@@ -198,6 +198,21 @@ pub mod testing {
         super::url_with_database(admin_url, &name)
     }
 
+    /// Runs `sql` (statements separated by `;`) on the database `url` names; panics
+    /// if it fails (tests use it to set up the store's own faults, such as a trigger).
+    pub async fn execute(url: &str, sql: &str) {
+        let (client, connection) = tokio_postgres::connect(url, NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("cannot reach the test PostgreSQL at {url}: {e}"));
+        let driver = tokio::spawn(connection);
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("cannot run {sql:?}: {e}"));
+        drop(client);
+        let _ = driver.await;
+    }
+
     /// The test server's URL from [`TEST_DATABASE_URL`]; panics with how to set it.
     pub fn server_url() -> String {
         std::env::var(TEST_DATABASE_URL).unwrap_or_else(|_| {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually, string};
+use crate::helpers::{Storage, TestApp, eventually, string};
 use crate::receiver::{Received, TestReceiver};
 
 async fn publish(app: &TestApp, key: &str, n: usize) -> Vec<String> {
@@ -514,4 +514,76 @@ async fn the_tenant_ingest_limit_answers_429_and_drops_nothing_accepted() {
     )
     .await
     .assert_problem(422, "validation-failed");
+}
+
+/// Makes every save of a circuit state fail (`fail`) or work again, with a trigger in
+/// the store itself: the failure Herald sees is the database's own.
+async fn fail_circuit_saves(storage: &Storage, fail: bool) {
+    match &storage.database_url {
+        Some(url) => {
+            let sql = if fail {
+                "CREATE FUNCTION herald_test_refuse() RETURNS trigger AS $$ \
+                 BEGIN RAISE EXCEPTION 'refused by the test'; END $$ LANGUAGE plpgsql; \
+                 CREATE TRIGGER refuse_circuits BEFORE INSERT OR UPDATE ON circuits \
+                 FOR EACH ROW EXECUTE FUNCTION herald_test_refuse();"
+            } else {
+                "DROP TRIGGER refuse_circuits ON circuits;"
+            };
+            herald_store::postgres::testing::execute(url, sql).await;
+        }
+        None => {
+            let sql = if fail {
+                "CREATE TRIGGER refuse_circuit_inserts BEFORE INSERT ON circuits \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END; \
+                 CREATE TRIGGER refuse_circuit_updates BEFORE UPDATE ON circuits \
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;"
+            } else {
+                "DROP TRIGGER refuse_circuit_inserts; DROP TRIGGER refuse_circuit_updates;"
+            };
+            let path = storage.dir.path().join("herald.db");
+            let connection = rusqlite::Connection::open(path).expect("open the store");
+            connection
+                .busy_timeout(Duration::from_secs(5))
+                .expect("busy timeout");
+            connection.execute_batch(sql).expect("the trigger changes");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_circuit_state_whose_save_failed_is_saved_again() {
+    let app = TestApp::spawn_with(|args| {
+        args.circuit_failures = Some("3".into());
+        // Long enough that nothing else changes the circuit during the test.
+        args.circuit_cooldown = Some("60s".into());
+    })
+    .await;
+    let (_, key) = app.tenant("Acme").await;
+    let receiver = TestReceiver::scripted(always(500)).await;
+    let target = app
+        .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
+        .await;
+    fail_circuit_saves(&app.storage, true).await;
+
+    publish(&app, &key, 3).await;
+    eventually("three failed attempts", || async {
+        (receiver.received().len() >= 3).then_some(())
+    })
+    .await;
+    // The circuit opened in the scheduler; its save keeps failing meanwhile.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        circuit(&app, &key, &target).await["state"],
+        "closed",
+        "the store refused the open circuit"
+    );
+
+    fail_circuit_saves(&app.storage, false).await;
+    let open = wait_for_circuit(&app, &key, &target, "open").await;
+    assert_eq!(open["consecutiveFailures"], 3);
+    assert_eq!(
+        receiver.received().len(),
+        3,
+        "nothing sent while it was open"
+    );
 }
