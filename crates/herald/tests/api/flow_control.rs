@@ -69,18 +69,30 @@ fn always(status: u16) -> crate::receiver::Script {
     Arc::new(move |_| (status, Vec::new()))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_circuit_opens_holds_deliveries_without_spending_attempts_and_a_probe_closes_it() {
+/// A target that always answers `status`, one request at a time, on an instance whose
+/// circuits open after `failures` in a row for `cooldown`: the instance, the tenant's
+/// key, the receiver and the target's id.
+async fn failing_target(
+    failures: &str,
+    cooldown: &str,
+    status: u16,
+) -> (TestApp, String, TestReceiver, String) {
     let app = TestApp::spawn_with(|args| {
-        args.circuit_failures = Some("3".into());
-        args.circuit_cooldown = Some("1s".into());
+        args.circuit_failures = Some(failures.into());
+        args.circuit_cooldown = Some(cooldown.into());
     })
     .await;
     let (_, key) = app.tenant("Acme").await;
-    let receiver = TestReceiver::scripted(always(500)).await;
+    let receiver = TestReceiver::scripted(always(status)).await;
     let target = app
         .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
         .await;
+    (app, key, receiver, target)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_circuit_opens_holds_deliveries_without_spending_attempts_and_a_probe_closes_it() {
+    let (app, key, receiver, target) = failing_target("3", "1s", 500).await;
 
     let closed = circuit(&app, &key, &target).await;
     assert_eq!(closed["state"], "closed");
@@ -128,16 +140,7 @@ async fn the_circuit_opens_holds_deliveries_without_spending_attempts_and_a_prob
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_probe_reopens_for_longer_and_the_state_survives_a_restart() {
-    let app = TestApp::spawn_with(|args| {
-        args.circuit_failures = Some("2".into());
-        args.circuit_cooldown = Some("1s".into());
-    })
-    .await;
-    let (_, key) = app.tenant("Acme").await;
-    let receiver = TestReceiver::scripted(always(503)).await;
-    let target = app
-        .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
-        .await;
+    let (app, key, receiver, target) = failing_target("2", "1s", 503).await;
     publish(&app, &key, 2).await;
     let first = wait_for_circuit(&app, &key, &target, "open").await;
 
@@ -552,17 +555,8 @@ async fn fail_circuit_saves(storage: &Storage, fail: bool) {
 
 #[tokio::test]
 async fn a_circuit_state_whose_save_failed_is_saved_again() {
-    let app = TestApp::spawn_with(|args| {
-        args.circuit_failures = Some("3".into());
-        // Long enough that nothing else changes the circuit during the test.
-        args.circuit_cooldown = Some("60s".into());
-    })
-    .await;
-    let (_, key) = app.tenant("Acme").await;
-    let receiver = TestReceiver::scripted(always(500)).await;
-    let target = app
-        .subscribed_target(&key, &receiver.url("/down"), json!({ "maxInFlight": 1 }))
-        .await;
+    // A cool-down long enough that nothing else changes the circuit during the test.
+    let (app, key, receiver, target) = failing_target("3", "60s", 500).await;
     fail_circuit_saves(&app.storage, true).await;
 
     publish(&app, &key, 3).await;

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use herald::config::ServeArgs;
 use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN, TestApp, eventually, eventually_within, string};
@@ -67,12 +68,12 @@ async fn everything_is_still_there_after_a_restart() {
 async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestReceiver, Value) {
     let receiver = TestReceiver::start().await;
     receiver.set_delay(answer_after);
-    let app = TestApp::spawn_with(|args| {
+    let settings = |args: &mut ServeArgs| {
         args.shutdown_grace = Some(grace.into());
         // A shared store recovers a stopped instance's leases when they run out.
         args.delivery_lease = Some("3s".into());
-    })
-    .await;
+    };
+    let app = TestApp::spawn_with(settings).await;
     let (_, key) = app.tenant("Acme").await;
     app.subscribed_target(&key, &receiver.url("/hook"), json!({ "timeoutMs": 30_000 }))
         .await;
@@ -90,12 +91,7 @@ async fn stop_during_an_attempt(answer_after: Duration, grace: &str) -> (TestRec
     .await;
     receiver.set_delay(Duration::ZERO);
 
-    let app = app
-        .restart_with(|args| {
-            args.shutdown_grace = Some(grace.into());
-            args.delivery_lease = Some("3s".into());
-        })
-        .await;
+    let app = app.restart_with(settings).await;
 
     let event = app
         .get(&format!("/v1/events/{}", string(&event["id"])), &key)
