@@ -8,6 +8,7 @@
 //!
 //! This crate knows no SQL, no HTTP and no JSON: backends live in `herald-store`, the
 //! wire formats in the `herald` binary crate.
+#![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod filter;

@@ -11,6 +11,7 @@
 //!
 //! Dependencies point inward: `api` uses `herald-core`'s services; only `app` knows
 //! the concrete store backend.
+#![forbid(unsafe_code)]
 
 pub mod admin_token;
 pub mod api;

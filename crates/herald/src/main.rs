@@ -1,4 +1,5 @@
 //! `herald`: parses the command line and runs the chosen subcommand.
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 

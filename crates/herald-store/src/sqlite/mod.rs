@@ -15,13 +15,14 @@ mod queue;
 mod readers;
 mod rows;
 mod schema;
+mod vfs;
 mod writer;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use herald_core::store::StoreError;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 
 pub use crate::CommitObserver;
 use checkpointer::Checkpointer;
@@ -48,7 +49,7 @@ impl SqliteStore {
     /// Like [`Self::open`], telling `observer` how long every group commit takes.
     pub fn open_observed(data_dir: &Path, observer: CommitObserver) -> Result<Self, StoreError> {
         let path = data_dir.join(DATABASE_FILE);
-        let mut connection = open_connection(&path)?;
+        let mut connection = open_writer_connection(&path)?;
         configure_writer(&connection)?;
         schema::migrate(&mut connection)?;
         Ok(Self {
@@ -64,7 +65,20 @@ impl SqliteStore {
 pub(super) const STATEMENT_CACHE: usize = 256;
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
-    let connection = Connection::open(path).map_err(error::translate)?;
+    configure_connection(Connection::open(path).map_err(error::translate)?)
+}
+
+/// The writer's connection, on the VFS that passes each commit's log writes to the
+/// kernel as one (see [`vfs`]).
+fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
+    let vfs = vfs::registered()?;
+    configure_connection(
+        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), vfs)
+            .map_err(error::translate)?,
+    )
+}
+
+fn configure_connection(connection: Connection) -> Result<Connection, StoreError> {
     connection
         .busy_timeout(std::time::Duration::from_secs(5))
         .map_err(error::translate)?;
