@@ -51,6 +51,7 @@ impl SqliteStore {
         let path = data_dir.join(DATABASE_FILE);
         let mut connection = open_writer_connection(&path)?;
         configure_writer(&connection)?;
+        vfs::require_full_sync(&connection)?;
         schema::migrate(&mut connection)?;
         Ok(Self {
             writer: Writer::start(connection, observer)?,

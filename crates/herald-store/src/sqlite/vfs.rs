@@ -11,16 +11,22 @@
 //! in as few writes as the default VFS takes ([`MOST_PER_WRITE`]).
 //! Every other file, and every other call, goes straight to the default VFS.
 //!
-//! **Durability is unchanged.** With `synchronous = FULL`, SQLite syncs the log before
-//! a commit counts: it adds the commit's frames to the WAL index, where other
-//! connections find them, only after the sync returns. The sync passes the gathered
-//! bytes on first, so a frame is in the file before the sync that makes it durable, as
-//! before. If passing them on fails, the sync answers that failure, so the commit
-//! fails, as it would have had SQLite's own write failed. SQLite then ignores the
-//! frames (they are not in the index) and overwrites them with the next transaction.
-//! Readers read only frames the index lists, so none can read bytes still gathered;
-//! the writer's own connection reads its log through this file, which passes the bytes
-//! on before any read.
+//! **Durability is unchanged**, given the writer's `synchronous = FULL` (checked when
+//! its connection opens, [`require_full_sync`]):
+//!
+//! - A commit's frames are gathered and passed on by the sync that makes them durable,
+//!   before it syncs. SQLite adds them to the WAL index, where other connections find
+//!   them, only after that sync returns.
+//! - Frames SQLite spills before a commit (a transaction larger than the page cache)
+//!   are in the index at once, but only this connection reads them before the commit,
+//!   and its reads pass the gathered bytes on first.
+//! - Bytes are never left behind when the WAL write lock is released: the database
+//!   file's unlock of that lock passes its log's gathered bytes on first (a rolled-back
+//!   transaction's spilled frames, which SQLite would have written anyway). Otherwise
+//!   they could be written later, over frames another connection committed meanwhile.
+//! - A failure to pass bytes on answers `SQLITE_IOERR_WRITE` wherever it happens, and
+//!   SQLite rolls back the whole transaction on an I/O error (a "disk full" answer
+//!   could make it undo only the statement and go on with frames it believes written).
 //!
 //! The one `unsafe` module of Herald: a VFS is a table of C functions. SQLite's list of
 //! VFSes is process-wide, so this one is registered once per process, by name, and
@@ -33,7 +39,9 @@ use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
 
 use herald_core::store::StoreError;
-use rusqlite::ffi;
+use rusqlite::{Connection, ffi};
+
+use super::error::translate;
 
 /// The name the writer's connection opens its database with.
 const NAME: &CStr = c"herald-gathered-log";
@@ -98,15 +106,44 @@ fn register() -> Result<(), String> {
     }
 }
 
+/// Refuses a connection of this VFS whose commits would not sync the log: a commit's
+/// gathered bytes are passed on by its sync (see the module's doc).
+pub(super) fn require_full_sync(connection: &Connection) -> Result<(), StoreError> {
+    let level: i64 = connection
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(translate)?;
+    if level >= FULL {
+        Ok(())
+    } else {
+        Err(StoreError::backend(NotDurable(level)))
+    }
+}
+
+/// `PRAGMA synchronous`'s value for `FULL`.
+const FULL: i64 = 2;
+
+/// A connection of this VFS configured not to sync its commits.
+#[derive(Debug, thiserror::Error)]
+#[error("the SQLite writer needs `synchronous = FULL`, found level {0}")]
+struct NotDurable(i64);
+
 /// One open file: SQLite's header, the default VFS's file it wraps (allocated by
-/// SQLite right after this struct, `szOsFile` covering both), and for a WAL file, the
-/// writes gathered so far.
+/// SQLite right after this struct, `szOsFile` covering both), and the link between a
+/// database file and its WAL file, which gathers writes.
 #[repr(C)]
 struct File {
     base: ffi::sqlite3_file,
     real: *mut ffi::sqlite3_file,
+    /// A WAL file's writes gathered so far; null for other files.
     gathered: *mut Gathered,
+    /// A WAL file's database file, whose shared-memory locks guard the log.
+    database: *mut File,
+    /// A database file's open WAL file.
+    wal: *mut File,
 }
+
+// SQLite allocates files with 8-byte alignment.
+const _: () = assert!(std::mem::align_of::<File>() <= 8);
 
 /// Where the default VFS's file starts inside the space SQLite allocates for a file.
 fn real_file_offset() -> usize {
@@ -121,8 +158,8 @@ unsafe extern "C" fn open(
     out_flags: *mut c_int,
 ) -> c_int {
     let default = DEFAULT_VFS.load(Ordering::Acquire);
-    // SAFETY: SQLite hands `open` `szOsFile` bytes at `file`, aligned for any type,
-    // which hold a `File` and, from `real_file_offset()`, the default VFS's file.
+    // SAFETY: SQLite hands `open` `szOsFile` bytes at `file`, 8-byte aligned (enough
+    // for `File` and for the default VFS's file), which hold a `File` and, from `real_file_offset()`, the default VFS's file.
     // `default` was set before this VFS was registered.
     unsafe {
         let shim = file.cast::<File>();
@@ -138,6 +175,8 @@ unsafe extern "C" fn open(
                 },
                 real,
                 gathered: ptr::null_mut(),
+                database: ptr::null_mut(),
+                wal: ptr::null_mut(),
             },
         );
         (*real).pMethods = ptr::null();
@@ -150,12 +189,32 @@ unsafe extern "C" fn open(
         if (*real).pMethods.is_null() {
             return code;
         }
-        if code == ffi::SQLITE_OK && flags & ffi::SQLITE_OPEN_WAL != 0 {
-            (*shim).gathered = Box::into_raw(Box::default());
-        }
         (*shim).base.pMethods = &METHODS;
+        if code == ffi::SQLITE_OK && flags & ffi::SQLITE_OPEN_WAL != 0 {
+            link_to_database(&mut *shim, name);
+        }
         code
     }
+}
+
+/// Makes a WAL file gather its writes, if its database file is open through this VFS
+/// too: only then can the write lock's release pass them on (see the module's doc).
+///
+/// # Safety
+/// `wal` is a WAL file `open` just opened, under SQLite's `name` for it.
+unsafe fn link_to_database(wal: &mut File, name: ffi::sqlite3_filename) {
+    // SAFETY: SQLite opens a WAL file under a name made by `sqlite3_create_filename`
+    // from its database's, which `sqlite3_database_file_object` maps back to the open
+    // database file: one of this VFS's if its methods are this VFS's.
+    unsafe {
+        let database = ffi::sqlite3_database_file_object(name).cast::<File>();
+        if database.is_null() || !ptr::eq((*database).base.pMethods, &METHODS) {
+            return;
+        }
+        (*database).wal = wal;
+        wal.database = database;
+    }
+    wal.gathered = Box::into_raw(Box::default());
 }
 
 /// The methods of every file this VFS opens. Version 3, like the Unix VFS it wraps
@@ -215,8 +274,23 @@ macro_rules! forward {
     }};
 }
 
-/// Passes on what `file` has gathered, if anything: one write to the wrapped file.
+/// Passes on what `file` has gathered, if anything, in as few writes to the wrapped
+/// file as it takes. A failure answers `SQLITE_IOERR_WRITE`, whatever the wrapped
+/// file said, so that SQLite gives up the whole transaction (see the module's doc).
 fn pass_on(file: &mut File) -> c_int {
+    match pass_on_as_written(file) {
+        ffi::SQLITE_OK => ffi::SQLITE_OK,
+        code => {
+            tracing::error!(
+                code,
+                "could not write the SQLite log's gathered pages; failing the transaction"
+            );
+            ffi::SQLITE_IOERR_WRITE
+        }
+    }
+}
+
+fn pass_on_as_written(file: &mut File) -> c_int {
     // SAFETY: `gathered` is null or the box `open` made for this file, which only
     // `close` frees.
     let Some(gathered) = (unsafe { file.gathered.as_mut() }) else {
@@ -228,6 +302,10 @@ fn pass_on(file: &mut File) -> c_int {
         let Some(write) = (unsafe { &*(*real).pMethods }).xWrite else {
             return ffi::SQLITE_IOERR_WRITE;
         };
+        #[cfg(test)]
+        if let Some(code) = tests::injected_failure() {
+            return code;
+        }
         let mut offset = offset;
         for piece in bytes.chunks(MOST_PER_WRITE) {
             let (Ok(amount), Ok(length)) =
@@ -235,6 +313,8 @@ fn pass_on(file: &mut File) -> c_int {
             else {
                 return ffi::SQLITE_IOERR_WRITE;
             };
+            #[cfg(test)]
+            tests::count(&tests::PIECES);
             // SAFETY: `piece` is valid for `amount` bytes; the wrapped file is live.
             let code = unsafe { write(real, piece.as_ptr().cast(), amount, offset) };
             if code != ffi::SQLITE_OK {
@@ -259,8 +339,20 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     let file = unsafe { shim(file) };
     let passed_on = pass_on(file);
     let closed = forward!(file, xClose, ffi::SQLITE_OK);
+    // SAFETY: a linked file is live until it unlinks itself here; SQLite closes a
+    // WAL file before its database file, but either order unlinks both.
+    unsafe {
+        if let Some(database) = file.database.as_mut() {
+            database.wal = ptr::null_mut();
+        }
+        if let Some(wal) = file.wal.as_mut() {
+            wal.database = ptr::null_mut();
+        }
+    }
+    file.database = ptr::null_mut();
+    file.wal = ptr::null_mut();
     if !file.gathered.is_null() {
-        // SAFETY: made by `Box::into_raw` in `open`, freed only here.
+        // SAFETY: made by `Box::into_raw` in `link_to_database`, freed only here.
         drop(unsafe { Box::from_raw(file.gathered) });
         file.gathered = ptr::null_mut();
     }
@@ -295,8 +387,8 @@ unsafe extern "C" fn write(
     if file.gathered.is_null() {
         return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, data, amount, offset);
     }
-    let Ok(length) = usize::try_from(amount) else {
-        return ffi::SQLITE_IOERR_WRITE;
+    let Ok(length @ 1..) = usize::try_from(amount) else {
+        return forward!(file, xWrite, ffi::SQLITE_IOERR_WRITE, data, amount, offset);
     };
     // SAFETY: SQLite passes `amount` readable bytes at `data`.
     let bytes = unsafe { std::slice::from_raw_parts(data.cast::<u8>(), length) };
@@ -419,8 +511,18 @@ unsafe extern "C" fn shm_lock(
     flags: c_int,
 ) -> c_int {
     // SAFETY: as for `read`.
+    let file = unsafe { shim(file) };
+    if offset == WAL_WRITE_LOCK && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE {
+        // SAFETY: a linked WAL file is live until it unlinks itself in `close`.
+        if let Some(wal) = unsafe { file.wal.as_mut() } {
+            // The write lock is still held: nothing of another connection's can be
+            // overwritten. A failure is only logged: the lock must go regardless,
+            // and what was gathered belongs to a transaction that did not commit.
+            pass_on(wal);
+        }
+    }
     forward!(
-        unsafe { shim(file) },
+        file,
         xShmLock,
         ffi::SQLITE_IOERR_SHMLOCK,
         offset,
@@ -428,6 +530,9 @@ unsafe extern "C" fn shm_lock(
         flags
     )
 }
+
+/// The first of the WAL index's locks: the one a writer holds.
+const WAL_WRITE_LOCK: c_int = 0;
 
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
     // SAFETY: as for `read`.
@@ -499,7 +604,8 @@ impl Gathered {
     }
 
     /// Hands the run to `write` (offset, bytes), if there is one, and empties it
-    /// whatever `write` answers: after a failure SQLite gives up the frames anyway.
+    /// whatever `write` answers: a failure fails the whole transaction (see
+    /// [`pass_on`]), whose frames SQLite then gives up.
     fn pass_on(&mut self, write: impl FnOnce(i64, &[u8]) -> c_int) -> c_int {
         if self.bytes.is_empty() {
             return ffi::SQLITE_OK;
@@ -508,7 +614,7 @@ impl Gathered {
         self.bytes.clear();
         self.bytes.shrink_to(KEPT_CAPACITY);
         #[cfg(test)]
-        tests::PASSED_ON.with(|count| count.set(count.get() + 1));
+        tests::count(&tests::PASSED_ON);
         code
     }
 }
@@ -516,18 +622,39 @@ impl Gathered {
 #[cfg(test)]
 mod tests {
     use std::cell::Cell;
+    use std::path::Path;
+    use std::thread::LocalKey;
 
-    use rusqlite::{Connection, OpenFlags};
+    use rusqlite::{Connection, ErrorCode, OpenFlags};
 
     use super::*;
 
     thread_local! {
         /// Runs passed on by this thread's files.
         pub(super) static PASSED_ON: Cell<usize> = const { Cell::new(0) };
+        /// Writes those runs took.
+        pub(super) static PIECES: Cell<usize> = const { Cell::new(0) };
+        /// How many of this thread's next runs fail as a full disk would.
+        static FAILING: Cell<usize> = const { Cell::new(0) };
     }
 
-    fn passed_on() -> usize {
-        PASSED_ON.with(Cell::get)
+    pub(super) fn count(counter: &'static LocalKey<Cell<usize>>) {
+        counter.with(|count| count.set(count.get() + 1));
+    }
+
+    /// `SQLITE_FULL` if this thread asked for failures, one per run passed on.
+    pub(super) fn injected_failure() -> Option<c_int> {
+        FAILING.with(|failing| {
+            let left = failing.get();
+            (left > 0).then(|| {
+                failing.set(left - 1);
+                ffi::SQLITE_FULL
+            })
+        })
+    }
+
+    fn read(counter: &'static LocalKey<Cell<usize>>) -> usize {
+        counter.with(Cell::get)
     }
 
     /// Runs each write of `writes` (offset, length) through a `Gathered` the way
@@ -579,16 +706,7 @@ mod tests {
         assert_eq!(left, (2 * step, 1));
     }
 
-    #[test]
-    fn a_failed_pass_on_answers_its_failure_and_keeps_nothing() {
-        let mut gathered = Gathered::default();
-        gathered.gather(0, b"frame");
-        assert_eq!(gathered.pass_on(|_, _| ffi::SQLITE_FULL), ffi::SQLITE_FULL);
-        assert!(gathered.bytes.is_empty());
-        assert_eq!(gathered.pass_on(|_, _| ffi::SQLITE_FULL), ffi::SQLITE_OK);
-    }
-
-    fn open_with_vfs(path: &std::path::Path) -> Connection {
+    fn open_with_vfs(path: &Path) -> Connection {
         let connection = Connection::open_with_flags_and_vfs(
             path,
             OpenFlags::default(),
@@ -606,20 +724,44 @@ mod tests {
         connection
     }
 
-    fn insert_pages(connection: &Connection, first: i64, count: i64, fill: u8) {
-        let transaction = connection.unchecked_transaction().expect("begun");
-        for id in first..first + count {
-            transaction
+    /// A page cache of a few pages: a large transaction spills frames into the log
+    /// before its commit, and reads some of them back.
+    fn spilling(connection: Connection) -> Connection {
+        connection
+            .execute_batch("PRAGMA cache_size = 5")
+            .expect("small cache");
+        connection
+    }
+
+    fn insert(connection: &Connection, ids: std::ops::Range<i64>, fill: u8) {
+        for id in ids {
+            connection
                 .execute(
                     "INSERT INTO pages (id, body) VALUES (?1, ?2)",
                     (id, vec![fill; 3000]),
                 )
                 .expect("inserted");
         }
+    }
+
+    fn insert_committed(connection: &Connection, ids: std::ops::Range<i64>, fill: u8) {
+        let transaction = connection.unchecked_transaction().expect("begun");
+        insert(&transaction, ids, fill);
         transaction.commit().expect("committed");
     }
 
-    fn bodies(connection: &Connection) -> Vec<(i64, Vec<u8>)> {
+    fn pages(ids: std::ops::Range<i64>, fill: u8) -> Vec<(i64, Vec<u8>)> {
+        ids.map(|id| (id, vec![fill; 3000])).collect()
+    }
+
+    /// Every row, read through a new connection on the default VFS, after checking
+    /// the database's integrity.
+    fn stored(path: &Path) -> Vec<(i64, Vec<u8>)> {
+        let connection = Connection::open(path).expect("a connection on the default VFS");
+        let check: String = connection
+            .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+            .expect("checked");
+        assert_eq!(check, "ok");
         let mut statement = connection
             .prepare("SELECT id, body FROM pages ORDER BY id")
             .expect("prepared");
@@ -635,13 +777,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("temporary directory");
         let connection = open_with_vfs(&dir.path().join("gathered.db"));
         // The log's first commit also writes (and syncs) the log's header.
-        insert_pages(&connection, 0, 1, 1);
-        let before = passed_on();
-        insert_pages(&connection, 1, 30, 2);
+        insert_committed(&connection, 0..1, 1);
+        let (runs, pieces) = (read(&PASSED_ON), read(&PIECES));
+        insert_committed(&connection, 1..61, 2);
         assert_eq!(
-            passed_on() - before,
+            read(&PASSED_ON) - runs,
             1,
-            "30 pages, more than 60 writes by SQLite"
+            "60 pages, some 120 writes by SQLite"
+        );
+        let pieces = read(&PIECES) - pieces;
+        assert!(
+            (2..=4).contains(&pieces),
+            "about 250 KB in pieces of 124 KiB, not {pieces}"
         );
     }
 
@@ -649,39 +796,113 @@ mod tests {
     fn what_was_gathered_is_in_the_files_for_every_connection_and_after_a_reopen() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("gathered.db");
-        let connection = open_with_vfs(&path);
-        // A page cache of a few pages makes the large transaction spill frames into
-        // the log before its commit, and read some back: reads must see them.
-        connection
-            .execute_batch("PRAGMA cache_size = 5")
-            .expect("small cache");
-        insert_pages(&connection, 0, 2000, 3);
+        let connection = spilling(open_with_vfs(&path));
+        insert_committed(&connection, 0..2000, 3);
         connection
             .execute(
                 "UPDATE pages SET body = ?1 WHERE id % 7 = 0",
                 [vec![4u8; 3000]],
             )
             .expect("updated");
-        let expected: Vec<(i64, Vec<u8>)> = (0..2000)
+        let mut expected: Vec<(i64, Vec<u8>)> = (0..2000)
             .map(|id| (id, vec![if id % 7 == 0 { 4 } else { 3 }; 3000]))
             .collect();
-        let other = Connection::open(&path).expect("a connection on the default VFS");
         assert!(
-            bodies(&other) == expected,
+            stored(&path) == expected,
             "another connection reads every commit"
         );
         connection
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .expect("checkpointed");
-        insert_pages(&connection, 2000, 10, 5);
-        drop(other);
+        insert_committed(&connection, 2000..2010, 5);
         drop(connection);
+        expected.extend(pages(2000..2010, 5));
         let reopened = open_with_vfs(&path);
-        let mut expected = expected;
-        expected.extend((2000..2010).map(|id| (id, vec![5; 3000])));
+        drop(reopened);
         assert!(
-            bodies(&reopened) == expected,
+            stored(&path) == expected,
             "everything is there after a reopen"
+        );
+    }
+
+    #[test]
+    fn a_failed_pass_on_rolls_the_whole_transaction_back() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("gathered.db");
+        let connection = spilling(open_with_vfs(&path));
+        insert_committed(&connection, 0..10, 1);
+        connection
+            .execute_batch("BEGIN; SAVEPOINT job;")
+            .expect("begun");
+        insert(&connection, 10..500, 2);
+        // The next run passed on (this update reads spilled frames back, and spills
+        // more) fails as a full disk would. Answered as a full disk, SQLite would
+        // undo only the statement and keep the transaction, with frames it believes
+        // written; as an I/O error, it gives the transaction up.
+        FAILING.with(|failing| failing.set(1));
+        let failed = connection
+            .execute("UPDATE pages SET body = ?1", [vec![9u8; 3000]])
+            .expect_err("the update fails");
+        FAILING.with(|failing| failing.set(0));
+        assert_eq!(failed.sqlite_error_code(), Some(ErrorCode::SystemIoFailure));
+        assert!(
+            connection.is_autocommit(),
+            "the whole transaction is given up"
+        );
+        assert!(connection.execute_batch("ROLLBACK TO job").is_err());
+        assert!(stored(&path) == pages(0..10, 1));
+        insert_committed(&connection, 10..20, 3);
+        let mut expected = pages(0..10, 1);
+        expected.extend(pages(10..20, 3));
+        assert!(
+            stored(&path) == expected,
+            "the connection goes on afterwards"
+        );
+    }
+
+    #[test]
+    fn a_rolled_back_transaction_never_overwrites_another_connections_commit() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("gathered.db");
+        let connection = spilling(open_with_vfs(&path));
+        insert_committed(&connection, 0..10, 1);
+        // With the log empty, the rollback below reads nothing from it (its pages'
+        // committed versions are in the database file), so it passes nothing on.
+        connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .expect("checkpointed");
+        // Spilled frames, some still gathered, then a rollback: the writer lets go
+        // of the log.
+        connection.execute_batch("BEGIN").expect("begun");
+        insert(&connection, 10..60, 2);
+        connection.execute_batch("ROLLBACK").expect("rolled back");
+        // Another connection commits where those frames were, and further.
+        let other = Connection::open(&path).expect("a connection on the default VFS");
+        insert_committed(&other, 1000..1300, 7);
+        drop(other);
+        // The writer's next transaction must not bring the old frames back over them.
+        insert_committed(&connection, 10..12, 3);
+        let mut expected = pages(0..10, 1);
+        expected.extend(pages(10..12, 3));
+        expected.extend(pages(1000..1300, 7));
+        assert!(stored(&path) == expected);
+    }
+
+    #[test]
+    fn a_connection_that_does_not_sync_its_commits_is_refused() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let connection = open_with_vfs(&dir.path().join("gathered.db"));
+        assert!(require_full_sync(&connection).is_ok());
+        connection
+            .execute_batch("PRAGMA synchronous = NORMAL")
+            .expect("set");
+        let refused = require_full_sync(&connection).expect_err("refused");
+        let cause = std::error::Error::source(&refused).map(ToString::to_string);
+        assert!(
+            cause
+                .as_deref()
+                .is_some_and(|cause| cause.contains("synchronous = FULL")),
+            "{cause:?}"
         );
     }
 }
