@@ -22,8 +22,13 @@
 //!   and its reads pass the gathered bytes on first.
 //! - Bytes are never left behind when the WAL write lock is released: the database
 //!   file's unlock of that lock passes its log's gathered bytes on first (a rolled-back
-//!   transaction's spilled frames, which SQLite would have written anyway). Otherwise
-//!   they could be written later, over frames another connection committed meanwhile.
+//!   transaction's spilled frames, which SQLite would have written anyway), and so
+//!   does the database file's own unlock (in exclusive locking mode, SQLite takes no
+//!   WAL locks). Otherwise they could be written later, over frames another
+//!   connection committed meanwhile.
+//! - A log is gathered only when its database file is open through this VFS (for the
+//!   unlocks above) and the device overwrites safely (`POWERSAFE_OVERWRITE`, the
+//!   default on Unix): otherwise SQLite pads a commit's last frame after the sync.
 //! - A failure to pass bytes on answers `SQLITE_IOERR_WRITE` wherever it happens, and
 //!   SQLite rolls back the whole transaction on an I/O error (a "disk full" answer
 //!   could make it undo only the statement and go on with frames it believes written).
@@ -150,6 +155,21 @@ fn real_file_offset() -> usize {
     std::mem::size_of::<File>().next_multiple_of(16)
 }
 
+/// Calls the default VFS's method `$method` on the wrapped file with `$args`; a method
+/// the default VFS lacks answers `$missing`.
+macro_rules! forward {
+    ($file:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
+        let file: &File = $file;
+        // SAFETY: the caller holds a live `File` (see `shim`).
+        match unsafe { real_methods(file) }.$method {
+            // SAFETY: the default VFS's own method, on its own file, with SQLite's
+            // arguments passed through unchanged.
+            Some(method) => unsafe { method(file.real $(, $arg)*) },
+            None => $missing,
+        }
+    }};
+}
+
 unsafe extern "C" fn open(
     _vfs: *mut ffi::sqlite3_vfs,
     name: ffi::sqlite3_filename,
@@ -159,8 +179,9 @@ unsafe extern "C" fn open(
 ) -> c_int {
     let default = DEFAULT_VFS.load(Ordering::Acquire);
     // SAFETY: SQLite hands `open` `szOsFile` bytes at `file`, 8-byte aligned (enough
-    // for `File` and for the default VFS's file), which hold a `File` and, from `real_file_offset()`, the default VFS's file.
-    // `default` was set before this VFS was registered.
+    // for `File` and for the default VFS's file), which hold a `File` and, from
+    // `real_file_offset()`, the default VFS's file. `default` was set before this VFS
+    // was registered.
     unsafe {
         let shim = file.cast::<File>();
         let real = file
@@ -191,30 +212,40 @@ unsafe extern "C" fn open(
         }
         (*shim).base.pMethods = &METHODS;
         if code == ffi::SQLITE_OK && flags & ffi::SQLITE_OPEN_WAL != 0 {
-            link_to_database(&mut *shim, name);
+            link_to_database(shim, name);
         }
         code
     }
 }
 
 /// Makes a WAL file gather its writes, if its database file is open through this VFS
-/// too: only then can the write lock's release pass them on (see the module's doc).
+/// too (only then can the write lock's release pass them on, see the module's doc) and
+/// the device overwrites safely: otherwise SQLite pads a commit to a sector boundary
+/// after its sync, and those bytes would wait here while readers are told of them.
 ///
 /// # Safety
 /// `wal` is a WAL file `open` just opened, under SQLite's `name` for it.
-unsafe fn link_to_database(wal: &mut File, name: ffi::sqlite3_filename) {
+unsafe fn link_to_database(wal: *mut File, name: ffi::sqlite3_filename) {
     // SAFETY: SQLite opens a WAL file under a name made by `sqlite3_create_filename`
     // from its database's, which `sqlite3_database_file_object` maps back to the open
     // database file: one of this VFS's if its methods are this VFS's.
-    unsafe {
+    let database = unsafe {
         let database = ffi::sqlite3_database_file_object(name).cast::<File>();
         if database.is_null() || !ptr::eq((*database).base.pMethods, &METHODS) {
             return;
         }
-        (*database).wal = wal;
-        wal.database = database;
+        &mut *database
+    };
+    let characteristics = forward!(&*database, xDeviceCharacteristics, 0);
+    if characteristics & ffi::SQLITE_IOCAP_POWERSAFE_OVERWRITE == 0 {
+        return;
     }
-    wal.gathered = Box::into_raw(Box::default());
+    database.wal = wal;
+    // SAFETY: `wal` is the live file `open` is opening.
+    unsafe {
+        (*wal).database = database;
+        (*wal).gathered = Box::into_raw(Box::default());
+    }
 }
 
 /// The methods of every file this VFS opens. Version 3, like the Unix VFS it wraps
@@ -257,21 +288,6 @@ unsafe fn shim<'a>(file: *mut ffi::sqlite3_file) -> &'a mut File {
 unsafe fn real_methods<'a>(file: &File) -> &'a ffi::sqlite3_io_methods {
     // SAFETY: `open` gives a `File` methods only once the default VFS set its own.
     unsafe { &*(*file.real).pMethods }
-}
-
-/// Calls the default VFS's method `$method` on the wrapped file with `$args`; a method
-/// the default VFS lacks answers `$missing`.
-macro_rules! forward {
-    ($file:expr, $method:ident, $missing:expr $(, $arg:expr)*) => {{
-        let file: &File = $file;
-        // SAFETY: the caller holds a live `File` (see `shim`).
-        match unsafe { real_methods(file) }.$method {
-            // SAFETY: the default VFS's own method, on its own file, with SQLite's
-            // arguments passed through unchanged.
-            Some(method) => unsafe { method(file.real $(, $arg)*) },
-            None => $missing,
-        }
-    }};
 }
 
 /// Passes on what `file` has gathered, if anything, in as few writes to the wrapped
@@ -438,12 +454,23 @@ unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
     // SAFETY: as for `read`.
-    forward!(
-        unsafe { shim(file) },
-        xUnlock,
-        ffi::SQLITE_IOERR_UNLOCK,
-        level
-    )
+    let file = unsafe { shim(file) };
+    // In exclusive locking mode SQLite takes no shared-memory locks, so the write
+    // lock's release (below) never comes; leaving that mode unlocks the database
+    // file, and anything still gathered must reach the log before another
+    // connection can write to it.
+    pass_on_log_of(file);
+    forward!(file, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
+}
+
+/// Passes on what a database file's WAL file has gathered, if it has one. A failure
+/// is only logged: this runs as a lock is let go, which must happen regardless, and
+/// what is gathered then belongs to a transaction that did not commit.
+fn pass_on_log_of(database: &mut File) {
+    // SAFETY: a linked WAL file is live until it unlinks itself in `close`.
+    if let Some(wal) = unsafe { database.wal.as_mut() } {
+        pass_on(wal);
+    }
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
@@ -513,13 +540,9 @@ unsafe extern "C" fn shm_lock(
     // SAFETY: as for `read`.
     let file = unsafe { shim(file) };
     if offset == WAL_WRITE_LOCK && flags == ffi::SQLITE_SHM_UNLOCK | ffi::SQLITE_SHM_EXCLUSIVE {
-        // SAFETY: a linked WAL file is live until it unlinks itself in `close`.
-        if let Some(wal) = unsafe { file.wal.as_mut() } {
-            // The write lock is still held: nothing of another connection's can be
-            // overwritten. A failure is only logged: the lock must go regardless,
-            // and what was gathered belongs to a transaction that did not commit.
-            pass_on(wal);
-        }
+        // The write lock is still held: nothing of another connection's can be
+        // overwritten.
+        pass_on_log_of(file);
     }
     forward!(
         file,
@@ -875,12 +898,56 @@ mod tests {
         // of the log.
         connection.execute_batch("BEGIN").expect("begun");
         insert(&connection, 10..60, 2);
+        let passed_on = read(&PASSED_ON);
         connection.execute_batch("ROLLBACK").expect("rolled back");
+        assert_eq!(
+            read(&PASSED_ON),
+            passed_on + 1,
+            "passed on as the lock goes"
+        );
         // Another connection commits where those frames were, and further.
         let other = Connection::open(&path).expect("a connection on the default VFS");
         insert_committed(&other, 1000..1300, 7);
         drop(other);
         // The writer's next transaction must not bring the old frames back over them.
+        insert_committed(&connection, 10..12, 3);
+        let mut expected = pages(0..10, 1);
+        expected.extend(pages(10..12, 3));
+        expected.extend(pages(1000..1300, 7));
+        assert!(stored(&path) == expected);
+    }
+
+    #[test]
+    fn leaving_exclusive_locking_passes_a_rolled_back_transactions_frames_on_first() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("gathered.db");
+        let connection = spilling(open_with_vfs(&path));
+        insert_committed(&connection, 0..10, 1);
+        connection
+            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA locking_mode = EXCLUSIVE;")
+            .expect("exclusive");
+        // Exclusive, SQLite takes no shared-memory locks: the rollback lets go of
+        // nothing, and the spilled frames stay gathered.
+        connection.execute_batch("BEGIN").expect("begun");
+        insert(&connection, 10..60, 2);
+        connection.execute_batch("ROLLBACK").expect("rolled back");
+        // Back to normal locking, which takes effect at the next read.
+        let passed_on = read(&PASSED_ON);
+        let count: i64 = connection
+            .query_row("PRAGMA locking_mode = NORMAL", [], |row| {
+                row.get::<_, String>(0)
+            })
+            .and_then(|_| connection.query_row("SELECT COUNT(*) FROM pages", [], |row| row.get(0)))
+            .expect("read");
+        assert_eq!(count, 10);
+        assert_eq!(
+            read(&PASSED_ON),
+            passed_on + 1,
+            "passed on as the lock goes"
+        );
+        let other = Connection::open(&path).expect("a connection on the default VFS");
+        insert_committed(&other, 1000..1300, 7);
+        drop(other);
         insert_committed(&connection, 10..12, 3);
         let mut expected = pages(0..10, 1);
         expected.extend(pages(10..12, 3));
