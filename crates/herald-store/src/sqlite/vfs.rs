@@ -956,6 +956,30 @@ mod tests {
     }
 
     #[test]
+    fn a_log_on_a_device_that_does_not_overwrite_safely_is_written_as_sqlite_writes_it() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("gathered.db");
+        // Without `POWERSAFE_OVERWRITE`, SQLite pads a commit after its sync.
+        let uri = format!("file:{}?psow=0", path.display());
+        let connection = Connection::open_with_flags_and_vfs(
+            uri,
+            OpenFlags::default() | OpenFlags::SQLITE_OPEN_URI,
+            registered().expect("registered"),
+        )
+        .expect("opened");
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 CREATE TABLE pages (id INTEGER PRIMARY KEY, body BLOB NOT NULL);",
+            )
+            .expect("configured");
+        let passed_on = read(&PASSED_ON);
+        insert_committed(&connection, 0..20, 6);
+        assert_eq!(read(&PASSED_ON), passed_on, "nothing gathered");
+        assert!(stored(&path) == pages(0..20, 6));
+    }
+
+    #[test]
     fn a_connection_that_does_not_sync_its_commits_is_refused() {
         let dir = tempfile::tempdir().expect("temporary directory");
         let connection = open_with_vfs(&dir.path().join("gathered.db"));
