@@ -93,8 +93,11 @@ fn register() -> Result<(), String> {
     DEFAULT_VFS.store(default, Ordering::Release);
     // SAFETY: non-null, and never freed (above).
     let mut vfs = unsafe { *default };
-    let size = real_file_offset() + usize::try_from(vfs.szOsFile).unwrap_or(usize::MAX);
-    vfs.szOsFile = c_int::try_from(size).map_err(|_| "the default VFS's files are too large")?;
+    vfs.szOsFile = usize::try_from(vfs.szOsFile)
+        .ok()
+        .and_then(|size| size.checked_add(real_file_offset()))
+        .and_then(|size| c_int::try_from(size).ok())
+        .ok_or("the default VFS's files are too large")?;
     vfs.zName = NAME.as_ptr();
     vfs.pNext = ptr::null_mut();
     // Every other method is the default VFS's own: they read only the fields copied
@@ -307,8 +310,8 @@ fn pass_on(file: &mut File) -> c_int {
 }
 
 fn pass_on_as_written(file: &mut File) -> c_int {
-    // SAFETY: `gathered` is null or the box `open` made for this file, which only
-    // `close` frees.
+    // SAFETY: `gathered` is null or the box `link_to_database` made for this file,
+    // which only `close` frees.
     let Some(gathered) = (unsafe { file.gathered.as_mut() }) else {
         return ffi::SQLITE_OK;
     };
@@ -456,7 +459,7 @@ unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int
     // SAFETY: as for `read`.
     let file = unsafe { shim(file) };
     // In exclusive locking mode SQLite takes no shared-memory locks, so the write
-    // lock's release (below) never comes; leaving that mode unlocks the database
+    // lock's release (see `shm_lock`) never comes; leaving that mode unlocks the database
     // file, and anything still gathered must reach the log before another
     // connection can write to it.
     pass_on_log_of(file);
@@ -883,33 +886,36 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_rolled_back_transaction_never_overwrites_another_connections_commit() {
+    /// Rows 0..10 committed by the writer, then a transaction of the writer's that
+    /// spills frames and is rolled back (with `locking` set before it), then
+    /// `let_go`, which must be what passes the spilled frames on. Then another
+    /// connection commits where those frames were and further, and the writer commits
+    /// again: its old frames must not come back over the other's.
+    fn rolled_back_frames_then_another_commit(locking: &str, let_go: impl Fn(&Connection)) {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = dir.path().join("gathered.db");
         let connection = spilling(open_with_vfs(&path));
         insert_committed(&connection, 0..10, 1);
-        // With the log empty, the rollback below reads nothing from it (its pages'
+        // With the log empty, the rollback reads nothing from it (its pages'
         // committed versions are in the database file), so it passes nothing on.
         connection
             .execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
             .expect("checkpointed");
-        // Spilled frames, some still gathered, then a rollback: the writer lets go
-        // of the log.
+        connection
+            .execute_batch(&format!("PRAGMA locking_mode = {locking}"))
+            .expect("locking mode");
         connection.execute_batch("BEGIN").expect("begun");
         insert(&connection, 10..60, 2);
         let passed_on = read(&PASSED_ON);
-        connection.execute_batch("ROLLBACK").expect("rolled back");
+        let_go(&connection);
         assert_eq!(
             read(&PASSED_ON),
             passed_on + 1,
             "passed on as the lock goes"
         );
-        // Another connection commits where those frames were, and further.
         let other = Connection::open(&path).expect("a connection on the default VFS");
         insert_committed(&other, 1000..1300, 7);
         drop(other);
-        // The writer's next transaction must not bring the old frames back over them.
         insert_committed(&connection, 10..12, 3);
         let mut expected = pages(0..10, 1);
         expected.extend(pages(10..12, 3));
@@ -918,41 +924,29 @@ mod tests {
     }
 
     #[test]
+    fn a_rolled_back_transaction_never_overwrites_another_connections_commit() {
+        // The rollback lets go of the WAL write lock.
+        rolled_back_frames_then_another_commit("NORMAL", |connection| {
+            connection.execute_batch("ROLLBACK").expect("rolled back");
+        });
+    }
+
+    #[test]
     fn leaving_exclusive_locking_passes_a_rolled_back_transactions_frames_on_first() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("gathered.db");
-        let connection = spilling(open_with_vfs(&path));
-        insert_committed(&connection, 0..10, 1);
-        connection
-            .execute_batch("PRAGMA wal_checkpoint(TRUNCATE); PRAGMA locking_mode = EXCLUSIVE;")
-            .expect("exclusive");
         // Exclusive, SQLite takes no shared-memory locks: the rollback lets go of
-        // nothing, and the spilled frames stay gathered.
-        connection.execute_batch("BEGIN").expect("begun");
-        insert(&connection, 10..60, 2);
-        connection.execute_batch("ROLLBACK").expect("rolled back");
-        // Back to normal locking, which takes effect at the next read.
-        let passed_on = read(&PASSED_ON);
-        let count: i64 = connection
-            .query_row("PRAGMA locking_mode = NORMAL", [], |row| {
-                row.get::<_, String>(0)
-            })
-            .and_then(|_| connection.query_row("SELECT COUNT(*) FROM pages", [], |row| row.get(0)))
-            .expect("read");
-        assert_eq!(count, 10);
-        assert_eq!(
-            read(&PASSED_ON),
-            passed_on + 1,
-            "passed on as the lock goes"
-        );
-        let other = Connection::open(&path).expect("a connection on the default VFS");
-        insert_committed(&other, 1000..1300, 7);
-        drop(other);
-        insert_committed(&connection, 10..12, 3);
-        let mut expected = pages(0..10, 1);
-        expected.extend(pages(10..12, 3));
-        expected.extend(pages(1000..1300, 7));
-        assert!(stored(&path) == expected);
+        // nothing. Back to normal locking, the next read lets go of the database.
+        rolled_back_frames_then_another_commit("EXCLUSIVE", |connection| {
+            connection.execute_batch("ROLLBACK").expect("rolled back");
+            let count: i64 = connection
+                .query_row("PRAGMA locking_mode = NORMAL", [], |row| {
+                    row.get::<_, String>(0)
+                })
+                .and_then(|_| {
+                    connection.query_row("SELECT COUNT(*) FROM pages", [], |row| row.get(0))
+                })
+                .expect("read");
+            assert_eq!(count, 10);
+        });
     }
 
     #[test]
