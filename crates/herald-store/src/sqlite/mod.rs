@@ -70,7 +70,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 }
 
 /// The writer's connection, on the VFS that passes each commit's log writes to the
-/// kernel as one (see [`vfs`]).
+/// kernel together (see [`vfs`]).
 fn open_writer_connection(path: &Path) -> Result<Connection, StoreError> {
     let vfs = vfs::registered()?;
     configure_connection(
