@@ -750,13 +750,17 @@ mod tests {
         connection
     }
 
-    /// A page cache of a few pages: a large transaction spills frames into the log
-    /// before its commit, and reads some of them back.
-    fn spilling(connection: Connection) -> Connection {
+    /// A new database through this VFS (in a directory kept while the first value
+    /// lives), with a page cache of a few pages: a large transaction spills frames
+    /// into the log before its commit, and reads some of them back.
+    fn spilling_database() -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let path = dir.path().join("gathered.db");
+        let connection = open_with_vfs(&path);
         connection
             .execute_batch("PRAGMA cache_size = 5")
             .expect("small cache");
-        connection
+        (dir, path, connection)
     }
 
     fn insert(connection: &Connection, ids: std::ops::Range<i64>, fill: u8) {
@@ -820,9 +824,7 @@ mod tests {
 
     #[test]
     fn what_was_gathered_is_in_the_files_for_every_connection_and_after_a_reopen() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("gathered.db");
-        let connection = spilling(open_with_vfs(&path));
+        let (_dir, path, connection) = spilling_database();
         insert_committed(&connection, 0..2000, 3);
         connection
             .execute(
@@ -853,9 +855,7 @@ mod tests {
 
     #[test]
     fn a_failed_pass_on_rolls_the_whole_transaction_back() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("gathered.db");
-        let connection = spilling(open_with_vfs(&path));
+        let (_dir, path, connection) = spilling_database();
         insert_committed(&connection, 0..10, 1);
         connection
             .execute_batch("BEGIN; SAVEPOINT job;")
@@ -892,9 +892,7 @@ mod tests {
     /// connection commits where those frames were and further, and the writer commits
     /// again: its old frames must not come back over the other's.
     fn rolled_back_frames_then_another_commit(locking: &str, let_go: impl Fn(&Connection)) {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let path = dir.path().join("gathered.db");
-        let connection = spilling(open_with_vfs(&path));
+        let (_dir, path, connection) = spilling_database();
         insert_committed(&connection, 0..10, 1);
         // With the log empty, the rollback reads nothing from it (its pages'
         // committed versions are in the database file), so it passes nothing on.
