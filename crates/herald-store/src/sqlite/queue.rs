@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
-use herald_core::model::{Attempt, Delivery, Event};
+use herald_core::model::{Attempt, Delivery, DeliveryStatus, Event};
 use herald_core::routing::Route;
 use herald_core::store::{
     Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, INTAKE_LEASE_TOKEN, Inserted,
@@ -420,46 +420,41 @@ fn claim_lane(
     // statement cache does after every use: every claim was re-prepared (measured at
     // 40 % of a claim's time). Reading stops after `limit` rows.
     let due = format!(
-        "SELECT rowid FROM deliveries INDEXED BY {index} \
+        "SELECT {DELIVERY_COLUMNS}, lease_token, rowid FROM deliveries INDEXED BY {index} \
          WHERE status = 'pending' AND {lane} AND target_id = ?1 AND next_attempt_at <= ?2"
     );
     let mut statement = connection.prepare_cached(&due).map_err(translate)?;
-    let rowids = statement
+    // Each row is decoded on its own: a row that no longer decodes (a bug, a manual
+    // edit) is set aside as dead instead of failing every claim after it.
+    let due = statement
         .query_map(params![target.as_str(), now.as_millis()], |row| {
-            row.get::<_, i64>(0)
+            let decoded = rows::delivery(row).and_then(|d| Ok((d, row.get::<_, i64>(14)?)));
+            Ok((row.get::<_, i64>(15)?, row.get::<_, String>(0)?, decoded))
         })
         .map_err(translate)?
         .take(usize::try_from(limit).unwrap_or(usize::MAX))
         .collect::<Result<Vec<_>, _>>()
         .map_err(translate)?;
     drop(statement);
-    if rowids.is_empty() {
-        return Ok(());
-    }
-    let take = format!(
-        "UPDATE deliveries SET status = 'delivering', lease_token = lease_token + 1, lease_expires_at = ?1, \
-         updated_at = ?2 WHERE rowid IN (SELECT value FROM json_each(?3)) AND status = 'pending' \
-         RETURNING {DELIVERY_COLUMNS}, lease_token"
-    );
-    let rowids = serde_json::to_string(&rowids).map_err(StoreError::backend)?;
-    let mut statement = connection.prepare_cached(&take).map_err(translate)?;
-    // Each row is decoded on its own: a row that no longer decodes (a bug, a manual
-    // edit) is set aside as dead instead of failing every claim after it.
-    let taken = statement
-        .query_map(
-            params![now.plus(lease).as_millis(), now.as_millis(), rowids],
-            |row| {
-                let decoded = rows::delivery(row).and_then(|d| Ok((d, row.get::<_, i64>(14)?)));
-                Ok((row.get::<_, String>(0)?, decoded))
-            },
-        )
-        .map_err(translate)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(translate)?;
-    drop(statement);
-    for (id, decoded) in taken {
+    // Taken one row at a time, after the read: one statement over the whole set
+    // (`rowid IN (…) … RETURNING`) made SQLite build two temporary B-trees per claim
+    // (the rowids, the rows returned) and journal the statement, which cost more than
+    // a cached single-row update each.
+    let lease_expires_at = now.plus(lease).as_millis();
+    for (rowid, id, decoded) in due {
         match decoded {
-            Ok(claim) => claimed.push(claim),
+            Ok((mut delivery, lease_token)) => {
+                let lease_token = lease_token + 1;
+                execute(
+                    connection,
+                    "UPDATE deliveries SET status = 'delivering', lease_token = ?1, lease_expires_at = ?2, \
+                     updated_at = ?3 WHERE rowid = ?4",
+                    params![lease_token, lease_expires_at, now.as_millis(), rowid],
+                )?;
+                delivery.status = DeliveryStatus::Delivering;
+                delivery.updated_at = now;
+                claimed.push((delivery, lease_token));
+            }
             Err(error) => set_aside(
                 connection,
                 &id,
@@ -486,7 +481,6 @@ fn attach_events_and_targets(
         EVENT_COLUMNS,
         claimed.iter().map(|(d, _)| d.event_id.to_string()),
         rows::event,
-        |e| e.id.to_string(),
     )?;
     let targets = load_by_id(
         connection,
@@ -494,7 +488,6 @@ fn attach_events_and_targets(
         TARGET_COLUMNS,
         claimed.iter().map(|(d, _)| d.target_id.to_string()),
         rows::target,
-        |t| t.id.to_string(),
     )?;
     let mut claims = Vec::with_capacity(claimed.len());
     for (delivery, lease_token) in claimed {
@@ -547,26 +540,23 @@ fn load_by_id<T>(
     columns: &str,
     ids: impl Iterator<Item = String>,
     map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
-    id_of: fn(&T) -> String,
 ) -> Result<HashMap<String, Arc<T>>, StoreError> {
     let mut ids: Vec<String> = ids.collect();
-    ids.sort();
+    ids.sort_unstable();
     ids.dedup();
-    // One statement whatever the number of ids (a JSON array parameter), so it stays
-    // prepared instead of being parsed again for every batch size.
-    let sql =
-        format!("SELECT {columns} FROM {table} WHERE id IN (SELECT value FROM json_each(?1))");
-    let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
+    // One cached lookup per id: a claim needs a few, and a statement over a set of
+    // ids (`IN (SELECT value FROM json_each(?))`) builds a temporary B-tree each time.
+    let sql = format!("SELECT {columns} FROM {table} WHERE id = ?1");
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
-    let loaded = statement.query_map([ids], map).map_err(translate)?;
-    let mut by_id = HashMap::new();
-    for item in loaded {
-        match item {
+    let mut by_id = HashMap::with_capacity(ids.len());
+    for id in ids {
+        match statement.query_row([id.as_str()], map) {
             Ok(item) => {
-                by_id.insert(id_of(&item), Arc::new(item));
+                by_id.insert(id, Arc::new(item));
             }
-            // A row that does not decode is left out; the claims that need it are set
-            // aside.
+            // A row missing, or one that does not decode, is left out; the claims
+            // that need it are set aside.
+            Err(rusqlite::Error::QueryReturnedNoRows) => {}
             Err(error) if is_undecodable(&error) => {
                 tracing::error!(table, %error, "unreadable row");
             }
