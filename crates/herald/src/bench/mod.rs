@@ -12,6 +12,10 @@
 //!
 //! The payload carries the publish time, so the receiver measures latency without any
 //! shared state with Herald. Herald runs as its own process so its CPU time is its own.
+//!
+//! `HERALD_BENCH_SERVE_PREFIX` names a command every child `herald serve` runs under
+//! (`scripts/count` runs them under callgrind, to count instructions per delivery);
+//! such a child is stopped with SIGTERM, so the command can write its results.
 
 mod api;
 mod fairness;

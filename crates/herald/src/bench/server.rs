@@ -8,9 +8,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use herald_core::auth::{ADMIN_TOKEN_PREFIX, NewCredential};
 
+/// A command every `herald serve` the tool starts runs under, its words split on
+/// spaces (`valgrind --tool=callgrind …`, as `scripts/count` sets it). Such a server
+/// is stopped with SIGTERM instead of SIGKILL, so that the command can write what it
+/// measured when Herald exits.
+const SERVE_PREFIX: &str = "HERALD_BENCH_SERVE_PREFIX";
+
 /// A running `herald serve` on a temporary data directory.
 pub struct ChildServer {
     child: Child,
+    /// Runs under [`SERVE_PREFIX`]: stopped cleanly.
+    prefixed: bool,
     /// `http://127.0.0.1:PORT`.
     pub base: String,
     /// The admin token it was started with.
@@ -34,7 +42,8 @@ impl ChildServer {
         extra: &[&str],
     ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
-        let mut command = Command::new(std::env::current_exe()?);
+        let prefix = std::env::var(SERVE_PREFIX).unwrap_or_default();
+        let mut command = serve_command(&prefix)?;
         command
             .args([
                 "serve",
@@ -82,6 +91,7 @@ impl ChildServer {
         };
         Ok(Self {
             child,
+            prefixed: !prefix.trim().is_empty(),
             base: format!("http://{address}"),
             admin_token,
             _data_dir: data_dir,
@@ -107,7 +117,28 @@ impl ChildServer {
 impl Drop for ChildServer {
     /// However the tool ends (an error included), the server it started ends too.
     fn drop(&mut self) {
+        if self.prefixed {
+            // A clean stop; SIGKILL after it, should it fail.
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+            let _ = self.child.wait();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// This same binary, run under `prefix` when it names a command.
+fn serve_command(prefix: &str) -> anyhow::Result<Command> {
+    let herald = std::env::current_exe()?;
+    let mut words = prefix.split_whitespace();
+    Ok(match words.next() {
+        Some(program) => {
+            let mut command = Command::new(program);
+            command.args(words).arg(herald);
+            command
+        }
+        None => Command::new(herald),
+    })
 }

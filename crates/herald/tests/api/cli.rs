@@ -351,6 +351,39 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
 }
 
 #[test]
+fn the_load_tool_runs_herald_under_a_prefix_command_and_stops_it_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (command_line, status) = (dir.path().join("command"), dir.path().join("status"));
+    // Runs what it is given, passes the tool's SIGTERM on and writes down how it ended:
+    // 0 only if Herald stopped cleanly (a signal's default action would give 143).
+    let wrapper = dir.path().join("wrap");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\n\"$@\" &\nchild=$!\ntrap 'kill -TERM $child' TERM\n\
+             wait $child\nwait $child\necho $? > {}\n",
+            command_line.display(),
+            status.display()
+        ),
+    )
+    .expect("wrapper written");
+    let output = run(
+        herald(&["bench", "--producers", "2", "--events", "100", "--json"])
+            .env(
+                "HERALD_BENCH_SERVE_PREFIX",
+                format!("sh {}", wrapper.display()),
+            )
+            // A Herald left running by a killed wrapper would hold a captured stderr open.
+            .stderr(Stdio::null()),
+    );
+    assert!(output.status.success());
+    let ran = std::fs::read_to_string(&command_line).expect("the prefix command ran");
+    assert!(ran.contains(" serve "), "it ran herald serve: {ran}");
+    let ended = std::fs::read_to_string(&status).expect("the wrapper saw Herald end");
+    assert_eq!(ended.trim(), "0", "stopped by SIGTERM, cleanly");
+}
+
+#[test]
 fn the_load_tool_runs_its_baseline_backlog_and_fairness_scenarios() {
     let baseline = bench_json(&["--scenario", "baseline", "--events", "300"]);
     assert_eq!(baseline["scenario"], "baseline");
