@@ -445,15 +445,17 @@ fn claim_lane(
         match decoded {
             Ok((mut delivery, lease_token)) => {
                 let lease_token = lease_token + 1;
-                execute(
+                let taken = execute(
                     connection,
                     "UPDATE deliveries SET status = 'delivering', lease_token = ?1, lease_expires_at = ?2, \
-                     updated_at = ?3 WHERE rowid = ?4",
+                     updated_at = ?3 WHERE rowid = ?4 AND status = 'pending'",
                     params![lease_token, lease_expires_at, now.as_millis(), rowid],
-                )?;
-                delivery.status = DeliveryStatus::Delivering;
-                delivery.updated_at = now;
-                claimed.push((delivery, lease_token));
+                )? == 1;
+                if taken {
+                    delivery.status = DeliveryStatus::Delivering;
+                    delivery.updated_at = now;
+                    claimed.push((delivery, lease_token));
+                }
             }
             Err(error) => set_aside(
                 connection,
