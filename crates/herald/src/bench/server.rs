@@ -3,7 +3,7 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use herald_core::auth::{ADMIN_TOKEN_PREFIX, NewCredential};
@@ -118,16 +118,27 @@ impl Drop for ChildServer {
     /// However the tool ends (an error included), the server it started ends too.
     fn drop(&mut self) {
         if self.prefixed {
-            // A clean stop; SIGKILL after it, should it fail.
             let _ = Command::new("kill")
                 .args(["-TERM", &self.child.id().to_string()])
                 .status();
-            let _ = self.child.wait();
+            // Herald's clean stop is bounded by its shutdown grace (30 s); a command
+            // that does not pass the signal on is killed after this.
+            let deadline = Instant::now() + CLEAN_STOP_LIMIT;
+            while Instant::now() < deadline {
+                match self.child.try_wait() {
+                    Ok(Some(_)) => return,
+                    Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                    Err(_) => break,
+                }
+            }
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
+
+/// How long a server under [`SERVE_PREFIX`] gets to stop after SIGTERM.
+const CLEAN_STOP_LIMIT: Duration = Duration::from_secs(120);
 
 /// This same binary, run under `prefix` when it names a command.
 fn serve_command(prefix: &str) -> anyhow::Result<Command> {
