@@ -444,7 +444,7 @@ fn claim_lane(
     for (rowid, id, decoded) in due {
         match decoded {
             Ok((mut delivery, lease_token)) => {
-                let lease_token = lease_token + 1;
+                let lease_token = lease_token.saturating_add(1);
                 let taken = execute(
                     connection,
                     "UPDATE deliveries SET status = 'delivering', lease_token = ?1, lease_expires_at = ?2, \
