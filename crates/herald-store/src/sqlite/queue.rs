@@ -481,14 +481,14 @@ fn attach_events_and_targets(
         connection,
         "events",
         EVENT_COLUMNS,
-        claimed.iter().map(|(d, _)| d.event_id.to_string()),
+        claimed.iter().map(|(d, _)| d.event_id.as_str()),
         rows::event,
     )?;
     let targets = load_by_id(
         connection,
         "targets",
         TARGET_COLUMNS,
-        claimed.iter().map(|(d, _)| d.target_id.to_string()),
+        claimed.iter().map(|(d, _)| d.target_id.as_str()),
         rows::target,
     )?;
     let mut claims = Vec::with_capacity(claimed.len());
@@ -536,14 +536,14 @@ fn set_aside(
 }
 
 /// Reads the rows of `table` with the given ids, once each, keyed by id.
-fn load_by_id<T>(
+fn load_by_id<'a, T>(
     connection: &Connection,
     table: &str,
     columns: &str,
-    ids: impl Iterator<Item = String>,
+    ids: impl Iterator<Item = &'a str>,
     map: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<HashMap<String, Arc<T>>, StoreError> {
-    let mut ids: Vec<String> = ids.collect();
+    let mut ids: Vec<&str> = ids.collect();
     ids.sort_unstable();
     ids.dedup();
     // One cached lookup per id: a claim needs a few, and a statement over a set of
@@ -552,9 +552,9 @@ fn load_by_id<T>(
     let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
     let mut by_id = HashMap::with_capacity(ids.len());
     for id in ids {
-        match statement.query_row([id.as_str()], map) {
+        match statement.query_row([id], map) {
             Ok(item) => {
-                by_id.insert(id, Arc::new(item));
+                by_id.insert(id.to_owned(), Arc::new(item));
             }
             // A row missing, or one that does not decode, is left out; the claims
             // that need it are set aside.
