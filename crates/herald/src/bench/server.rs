@@ -43,7 +43,7 @@ impl ChildServer {
     ) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir().context("cannot create a temporary data directory")?;
         let prefix = std::env::var(SERVE_PREFIX).unwrap_or_default();
-        let mut command = serve_command(&prefix)?;
+        let (mut command, prefixed) = serve_command(&prefix)?;
         command
             .args([
                 "serve",
@@ -91,7 +91,7 @@ impl ChildServer {
         };
         Ok(Self {
             child,
-            prefixed: !prefix.trim().is_empty(),
+            prefixed,
             base: format!("http://{address}"),
             admin_token,
             _data_dir: data_dir,
@@ -140,16 +140,16 @@ impl Drop for ChildServer {
 /// How long a server under [`SERVE_PREFIX`] gets to stop after SIGTERM.
 const CLEAN_STOP_LIMIT: Duration = Duration::from_secs(120);
 
-/// This same binary, run under `prefix` when it names a command.
-fn serve_command(prefix: &str) -> anyhow::Result<Command> {
+/// This same binary, run under `prefix` when it names a command, and whether it does.
+fn serve_command(prefix: &str) -> anyhow::Result<(Command, bool)> {
     let herald = std::env::current_exe()?;
     let mut words = prefix.split_whitespace();
     Ok(match words.next() {
         Some(program) => {
             let mut command = Command::new(program);
             command.args(words).arg(herald);
-            command
+            (command, true)
         }
-        None => Command::new(herald),
+        None => (Command::new(herald), false),
     })
 }
