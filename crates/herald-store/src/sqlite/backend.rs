@@ -4,6 +4,7 @@
 use async_trait::async_trait;
 use herald_core::auth::{ApiKey, KeyHash};
 use herald_core::flow::Circuit;
+use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::id::{
@@ -470,8 +471,9 @@ impl StoreBackend for SqliteStore {
         let lane = records
             .first()
             .map_or(Lane::Engine, |r| Lane::Intake(r.event.tenant_id.clone()));
+        let recent = Arc::clone(&self.recent);
         self.writer
-            .write_in(lane, move |c| queue::insert_events(c, &records))
+            .write_in(lane, move |c| queue::insert_events(c, &records, &recent))
             .await
     }
 
@@ -553,8 +555,9 @@ impl StoreBackend for SqliteStore {
         now: Timestamp,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
+        let recent = Arc::clone(&self.recent);
         self.writer
-            .write(move |c| queue::claim(c, &requests, now, lease))
+            .write(move |c| queue::claim(c, &requests, now, lease, &recent))
             .await
     }
 
