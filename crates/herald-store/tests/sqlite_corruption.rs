@@ -1,6 +1,5 @@
 //! SQLite specifics: a stored row that no longer decodes is set aside as dead instead
-//! of blocking every claim after it, and claims take the events intake stored from
-//! memory.
+//! of blocking every claim after it.
 
 use std::time::Duration;
 
@@ -153,52 +152,4 @@ async fn an_unreadable_target_is_skipped_and_the_others_keep_flowing() {
         waiting[0].circuit, None,
         "an unreadable circuit counts as closed"
     );
-}
-
-/// A claim of `target`'s due deliveries, a second after now.
-fn claim_of(target: &TargetId) -> Vec<ClaimRequest> {
-    vec![ClaimRequest {
-        target_id: target.clone(),
-        first_attempts: 10,
-        retries: 10,
-        limits: SharedLimits::in_flight(u32::MAX),
-    }]
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn claims_take_the_events_intake_stored_from_memory_and_read_the_others() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (store, targets) = one_event_to(dir.path(), 2).await;
-
-    // Events are never updated; this one is, behind the store's back, only to see
-    // where each claim took it from.
-    let raw = rusqlite::Connection::open(dir.path().join(DATABASE_FILE)).expect("raw connection");
-    raw.execute("UPDATE events SET payload = CAST('[1]' AS BLOB)", [])
-        .expect("change the stored payload");
-    drop(raw);
-
-    let later = Timestamp::now().plus(Duration::from_secs(1));
-    let lease = Duration::from_secs(90);
-    let claims = store
-        .claim(claim_of(&targets[0]), later, lease)
-        .await
-        .expect("claim")
-        .claims;
-    assert_eq!(claims.len(), 1);
-    assert_eq!(
-        &claims[0].event.payload[..],
-        b"{}",
-        "the event as intake stored it, not its row read again"
-    );
-    drop(store);
-
-    // A store opened afresh keeps no events: it reads the row.
-    let store = Store::new(SqliteStore::open(dir.path()).expect("reopen"));
-    let claims = store
-        .claim(claim_of(&targets[1]), later, lease)
-        .await
-        .expect("claim")
-        .claims;
-    assert_eq!(claims.len(), 1);
-    assert_eq!(&claims[0].event.payload[..], b"[1]", "read from its row");
 }

@@ -4,7 +4,6 @@
 use async_trait::async_trait;
 use herald_core::auth::{ApiKey, KeyHash};
 use herald_core::flow::Circuit;
-use std::sync::Arc;
 use std::time::Duration;
 
 use herald_core::id::{
@@ -471,9 +470,8 @@ impl StoreBackend for SqliteStore {
         let lane = records
             .first()
             .map_or(Lane::Engine, |r| Lane::Intake(r.event.tenant_id.clone()));
-        let recent = Arc::clone(&self.recent);
         self.writer
-            .write_in(lane, move |c| queue::insert_events(c, &records, &recent))
+            .write_in(lane, move |c| queue::insert_events(c, &records))
             .await
     }
 
@@ -555,9 +553,8 @@ impl StoreBackend for SqliteStore {
         now: Timestamp,
         lease: Duration,
     ) -> Result<Claimed, StoreError> {
-        let recent = Arc::clone(&self.recent);
         self.writer
-            .write(move |c| queue::claim(c, &requests, now, lease, &recent))
+            .write(move |c| queue::claim(c, &requests, now, lease))
             .await
     }
 

@@ -13,7 +13,6 @@ mod housekeeping;
 mod parked;
 mod queue;
 mod readers;
-mod recent;
 mod rows;
 mod schema;
 mod vfs;
@@ -28,7 +27,6 @@ use rusqlite::{Connection, OpenFlags};
 pub use crate::CommitObserver;
 use checkpointer::Checkpointer;
 use readers::Readers;
-use recent::RecentEvents;
 use writer::Writer;
 
 /// The file name of the database inside the data directory.
@@ -38,8 +36,6 @@ pub const DATABASE_FILE: &str = "herald.db";
 pub struct SqliteStore {
     writer: Writer,
     readers: Readers,
-    /// Events kept for the claims of their deliveries (see [`recent`]).
-    recent: Arc<RecentEvents>,
     _checkpointer: Checkpointer,
 }
 
@@ -61,7 +57,6 @@ impl SqliteStore {
             writer: Writer::start(connection, observer)?,
             _checkpointer: Checkpointer::start(path.clone())?,
             readers: Readers::new(path),
-            recent: Arc::default(),
         })
     }
 }

@@ -18,7 +18,6 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::error::translate;
-use super::recent::RecentEvents;
 use super::rows::{
     self, ATTEMPT_COLUMNS, CIRCUIT_COLUMNS, DELIVERY_COLUMNS, EVENT_COLUMNS, TARGET_COLUMNS,
     execute,
@@ -37,22 +36,13 @@ pub(super) fn routes(connection: &Connection, tenant: &TenantId) -> Result<Vec<R
     )
 }
 
-/// Stores events with their deliveries, keeping each new event in `recent` for the
-/// claims of its deliveries.
 pub(super) fn insert_events(
     connection: &Connection,
     records: &[EventRecord],
-    recent: &RecentEvents,
 ) -> Result<Vec<Inserted>, StoreError> {
     records
         .iter()
-        .map(|record| {
-            let inserted = insert_event(connection, record)?;
-            if matches!(inserted, Inserted::New) {
-                recent.keep(Arc::new(record.event.clone()));
-            }
-            Ok(inserted)
-        })
+        .map(|record| insert_event(connection, record))
         .collect()
 }
 
@@ -311,7 +301,6 @@ pub(super) fn claim(
     requests: &[ClaimRequest],
     now: Timestamp,
     lease: Duration,
-    recent: &RecentEvents,
 ) -> Result<Claimed, StoreError> {
     let mut claimed = Vec::new();
     let mut held_back = Vec::new();
@@ -352,7 +341,7 @@ pub(super) fn claim(
         held_back.extend(limits::held_back(request, granted, bucket.as_mut(), now));
     }
     Ok(Claimed {
-        claims: attach_events_and_targets(connection, claimed, now, recent)?,
+        claims: attach_events_and_targets(connection, claimed, now)?,
         held_back,
     })
 }
@@ -479,18 +468,22 @@ fn claim_lane(
     Ok(())
 }
 
-/// Completes claimed deliveries with their events and targets, each read once (an
-/// event kept in `recent` not at all).
+/// Completes claimed deliveries with their events and targets, each read once.
 fn attach_events_and_targets(
     connection: &Connection,
     claimed: Vec<(Delivery, i64)>,
     now: Timestamp,
-    recent: &RecentEvents,
 ) -> Result<Vec<Claim>, StoreError> {
     if claimed.is_empty() {
         return Ok(Vec::new());
     }
-    let events = events_of(connection, claimed.iter().map(|(d, _)| &d.event_id), recent)?;
+    let events = load_by_id(
+        connection,
+        "events",
+        EVENT_COLUMNS,
+        claimed.iter().map(|(d, _)| d.event_id.as_str()),
+        rows::event,
+    )?;
     let targets = load_by_id(
         connection,
         "targets",
@@ -540,40 +533,6 @@ fn set_aside(
         params![reason, now.as_millis(), id],
     )
     .map(drop)
-}
-
-/// The events with these ids, keyed by id: those kept in `recent`, and the others read
-/// once each (and kept from then on).
-fn events_of<'a>(
-    connection: &Connection,
-    ids: impl Iterator<Item = &'a EventId>,
-    recent: &RecentEvents,
-) -> Result<HashMap<String, Arc<Event>>, StoreError> {
-    let mut events = HashMap::new();
-    let mut unread = Vec::new();
-    for id in ids {
-        if events.contains_key(id.as_str()) {
-            continue;
-        }
-        match recent.get(id) {
-            Some(event) => {
-                events.insert(id.as_str().to_owned(), event);
-            }
-            None => unread.push(id.as_str()),
-        }
-    }
-    let read = load_by_id(
-        connection,
-        "events",
-        EVENT_COLUMNS,
-        unread.into_iter(),
-        rows::event,
-    )?;
-    for (id, event) in read {
-        recent.keep(Arc::clone(&event));
-        events.insert(id, event);
-    }
-    Ok(events)
 }
 
 /// Reads the rows of `table` with the given ids, once each, keyed by id.
