@@ -57,7 +57,7 @@ impl Management {
 
     /// Puts one delivery back in the queue, due now with a fresh retry window, whatever
     /// its status (a dead one is redriven, a succeeded one re-sent) unless an attempt
-    /// is under way.
+    /// is under way or its target was deleted.
     pub async fn retry_delivery(
         &self,
         tenant: &TenantId,
@@ -72,9 +72,23 @@ impl Management {
             .requeue(tenant, &Requeue::One(id.clone()), Timestamp::now())
             .await?;
         if requeued == 0 {
-            return Err(in_flight(id));
+            return Err(self.why_not_requeued(tenant, &delivery).await);
         }
         self.delivery(tenant, id).await
+    }
+
+    /// Why a requeue of `delivery` changed nothing: its target is gone, or (found
+    /// idle a moment before) an attempt has started since.
+    async fn why_not_requeued(&self, tenant: &TenantId, delivery: &Delivery) -> ServiceError {
+        match self.store.get_target(tenant, &delivery.target_id).await {
+            Ok(Some(_)) => in_flight(&delivery.id),
+            Ok(None) => ServiceError::Conflict(format!(
+                "target {} of delivery {} was deleted; the delivery is kept as history \
+                 and cannot be sent again",
+                delivery.target_id, delivery.id
+            )),
+            Err(error) => error.into(),
+        }
     }
 
     /// Puts every dead delivery selected by `query` back in the queue; returns how many.

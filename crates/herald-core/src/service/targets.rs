@@ -65,7 +65,8 @@ impl Management {
         Ok(target)
     }
 
-    /// Deletes one of the tenant's targets and the subscriptions that use it.
+    /// Deletes one of the tenant's targets, the subscriptions that use it and the
+    /// deliveries it is still owed or saw die (see [`crate::store::StoreBackend`]).
     pub async fn delete_target(
         &self,
         tenant: &TenantId,

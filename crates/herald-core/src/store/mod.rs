@@ -73,7 +73,9 @@ impl StoreError {
 /// Methods on tenant-owned records take the tenant id and must only ever see that
 /// tenant's rows. `update_*` and `delete_*` answer `false` when no such row exists.
 /// Deleting a tenant deletes everything it owns; deleting a target or a filter deletes
-/// the subscriptions that use it.
+/// the subscriptions that use it. Deleting a target also deletes its deliveries still
+/// owed (waiting or in flight) and its dead ones, and keeps those it received as
+/// history: they are listed and read as before, but never sent again.
 #[async_trait]
 pub trait StoreBackend: Send + Sync + 'static {
     /// Succeeds when the store answers queries and its schema is current.
@@ -115,7 +117,9 @@ pub trait StoreBackend: Send + Sync + 'static {
     ) -> Result<Page<Target>, StoreError>;
     /// Replaces a target's fields (matched by tenant and id).
     async fn update_target(&self, target: &Target) -> Result<bool, StoreError>;
-    /// Deletes a target and its subscriptions.
+    /// Deletes a target, its subscriptions, and its deliveries waiting, in flight or
+    /// dead; its succeeded deliveries stay. Deliveries for a target deleted before
+    /// they are written are refused with [`Conflict::MissingReference`].
     async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError>;
     /// Switches a target off with the reason (whatever tenant owns it); its waiting
     /// deliveries stay until it is switched on again.

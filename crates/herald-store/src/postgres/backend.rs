@@ -377,7 +377,7 @@ impl StoreBackend for PostgresStore {
     }
 
     async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
-        self.delete_owned("targets", tenant, id.as_str()).await
+        queue::delete_target(&self.database, tenant, id).await
     }
 
     async fn disable_target(

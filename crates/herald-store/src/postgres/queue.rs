@@ -14,8 +14,9 @@ use herald_core::flow::Circuit;
 use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, Event, Target};
 use herald_core::store::{
-    Change, Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, HeldBack, INTAKE_LEASE_TOKEN,
-    Inserted, OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
+    Change, Claim, ClaimRequest, Claimed, Conflict, DeliveryQuery, EventRecord, HeldBack,
+    INTAKE_LEASE_TOKEN, Inserted, OutcomeRecord, Page, PageRequest, QueueStats, Requeue,
+    StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use tokio_postgres::Row;
@@ -89,6 +90,71 @@ async fn insert_new_events(
         .collect()
 }
 
+/// What a deleted target is still owed, or saw die, by lane. In flight comes before
+/// waiting, and waiting before dead, the order in which outcomes, lease recovery and
+/// retries move deliveries: each statement sees what committed before it began, so
+/// one that moved on while an earlier statement waited for it is caught by a later one.
+const OWED_TO_TARGET: [&str; 3] = [
+    "DELETE FROM deliveries WHERE target_id = $1 AND tenant_id = $2 AND status = 'delivering'",
+    "DELETE FROM deliveries WHERE target_id = $1 AND tenant_id = $2 AND status = 'pending'",
+    "DELETE FROM deliveries WHERE tenant_id = $2 AND status = 'dead' AND target_id = $1",
+];
+
+/// Deletes one of the tenant's targets (its subscriptions, circuit and token bucket go
+/// by reference) and the deliveries it is still owed or that died; those it received
+/// stay as history until retention removes their events. Answers whether it existed.
+///
+/// The target's row is deleted first: that waits for any claim holding its token
+/// bucket, and for intake and redrives holding it shared, so each of those either
+/// finished before (and its deliveries are deleted here) or finds the target gone.
+pub(super) async fn delete_target(
+    store: &Database,
+    tenant: &TenantId,
+    id: &TargetId,
+) -> Result<bool, StoreError> {
+    let change = Change::Config(tenant.clone());
+    store
+        .transact(Some(change), async |t| {
+            let ids: [&(dyn ToSql + Sync); 2] = [&id.as_str(), &tenant.as_str()];
+            let deleted = rows::execute(
+                t,
+                "DELETE FROM targets WHERE id = $1 AND tenant_id = $2",
+                &ids,
+            )
+            .await?;
+            if deleted == 0 {
+                return Ok(false);
+            }
+            for sql in OWED_TO_TARGET {
+                rows::execute(t, sql, &ids).await?;
+            }
+            Ok(true)
+        })
+        .await
+}
+
+/// Holds every target the deliveries go to, shared, until the transaction ends, so
+/// that a deletion of one waits for this intake (and then deletes what it wrote) or
+/// is waited for (and the intake is refused, as the target is gone).
+async fn hold_targets(t: &Transaction<'_>, deliveries: &[&Delivery]) -> Result<(), StoreError> {
+    let pairs: std::collections::BTreeSet<(&str, &str)> = deliveries
+        .iter()
+        .map(|d| (d.target_id.as_str(), d.tenant_id.as_str()))
+        .collect();
+    let (targets, tenants): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
+    let held = rows::query(
+        t,
+        "SELECT t.id FROM targets t JOIN UNNEST($1::text[], $2::text[]) AS r(id, tenant_id) \
+         ON t.id = r.id AND t.tenant_id = r.tenant_id ORDER BY t.id FOR KEY SHARE OF t",
+        &[&targets, &tenants],
+    )
+    .await?;
+    if held.len() < pairs.len() {
+        return Err(StoreError::Conflict(Conflict::MissingReference));
+    }
+    Ok(())
+}
+
 /// Inserts the deliveries of the events that were inserted.
 async fn insert_deliveries(
     t: &Transaction<'_>,
@@ -107,6 +173,7 @@ async fn insert_deliveries(
     if deliveries.is_empty() {
         return Ok(());
     }
+    hold_targets(t, &deliveries).await?;
     let lease_tokens: Vec<i64> = leases
         .iter()
         .map(|lease| {
@@ -393,17 +460,23 @@ pub(super) async fn requeue(
         }
     };
     let now_param = selection.bind(now.as_millis());
+    // Only to a target that exists, held shared until the end: a deleted target's
+    // succeeded deliveries stay as history with nowhere to be sent again, and a
+    // deletion under way waits for this requeue (then deletes what it put back) or is
+    // waited for (and the target is found gone).
+    let target_held =
+        "EXISTS (SELECT 1 FROM targets t WHERE t.id = deliveries.target_id FOR KEY SHARE)";
     let sql = match which {
         Requeue::One(_) => format!(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_param}, window_start = {now_param}, \
              updated_at = {now_param}, lease_expires_at = NULL, leased_by = NULL \
-             WHERE {} AND {extra} RETURNING target_id",
+             WHERE {} AND {extra} AND {target_held} RETURNING target_id",
             selection.condition()
         ),
         Requeue::Dead { .. } => format!(
             "UPDATE deliveries SET status = 'pending', next_attempt_at = {now_param}, window_start = {now_param}, \
              updated_at = {now_param}, lease_expires_at = NULL, leased_by = NULL \
-             WHERE {extra} RETURNING target_id"
+             WHERE {extra} AND {target_held} RETURNING target_id"
         ),
     };
     requeue_returning_targets(store, &sql, &selection.params()).await

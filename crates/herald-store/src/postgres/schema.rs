@@ -167,6 +167,11 @@ const MIGRATIONS: &[&str] = &[
     // 2: each tenant's dead letters, for listing and redriving them without reading
     // every delivery the tenant has; only deaths and redrives maintain it.
     "CREATE INDEX deliveries_dead ON deliveries(tenant_id, id) WHERE status = 'dead';",
+    // 3: deliveries no longer reference targets, as on SQLite: a deleted target's
+    // deliveries still owed or dead are deleted with it, and those it received stay as
+    // history (see `queue::delete_target`). Intake and requeues hold the target's row
+    // themselves, as the reference's check did.
+    "ALTER TABLE deliveries DROP CONSTRAINT deliveries_tenant_id_target_id_fkey;",
 ];
 
 /// The schema version this binary writes.

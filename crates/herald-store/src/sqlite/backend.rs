@@ -323,7 +323,10 @@ impl StoreBackend for SqliteStore {
     }
 
     async fn delete_target(&self, tenant: &TenantId, id: &TargetId) -> Result<bool, StoreError> {
-        self.delete_owned("targets", tenant, id.to_string()).await
+        let (tenant, id) = (tenant.clone(), id.clone());
+        self.writer
+            .write(move |c| queue::delete_target(c, &tenant, &id))
+            .await
     }
 
     async fn disable_target(

@@ -10,8 +10,8 @@ use herald_core::id::{DeliveryId, EventId, TargetId, TenantId};
 use herald_core::model::{Attempt, Delivery, DeliveryStatus, Event};
 use herald_core::routing::Route;
 use herald_core::store::{
-    Claim, ClaimRequest, Claimed, DeliveryQuery, EventRecord, INTAKE_LEASE_TOKEN, Inserted,
-    OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
+    Claim, ClaimRequest, Claimed, Conflict, DeliveryQuery, EventRecord, INTAKE_LEASE_TOKEN,
+    Inserted, OutcomeRecord, Page, PageRequest, QueueStats, Requeue, StoreError, WaitingTarget,
 };
 use herald_core::time::Timestamp;
 use rusqlite::types::Value;
@@ -90,6 +90,9 @@ fn insert_event(connection: &Connection, record: &EventRecord) -> Result<Inserte
 }
 
 /// Inserts a delivery, in flight under the intake lease when `lease` is given.
+///
+/// Its target must exist still: routes are read before the write, and a target deleted
+/// in between would otherwise be left a delivery nothing ever claims or removes.
 fn insert_delivery(
     connection: &Connection,
     delivery: &Delivery,
@@ -100,12 +103,13 @@ fn insert_delivery(
     } else {
         0
     };
-    execute(
+    let inserted = execute(
         connection,
         "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, attempts, \
          next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at, lease_token, \
          lease_expires_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 \
+         WHERE EXISTS (SELECT 1 FROM targets WHERE id = ?4 AND tenant_id = ?2)",
         params![
             delivery.id.as_str(),
             delivery.tenant_id.as_str(),
@@ -124,8 +128,11 @@ fn insert_delivery(
             lease_token,
             lease.map(Timestamp::as_millis),
         ],
-    )
-    .map(drop)
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(Conflict::MissingReference));
+    }
+    Ok(())
 }
 
 pub(super) fn get_event(
@@ -250,7 +257,13 @@ pub(super) fn requeue(
     let sql = match which {
         Requeue::One(id) => {
             values.extend([Value::Text(tenant.to_string()), Value::Text(id.to_string())]);
-            format!("{set} tenant_id = ? AND id = ? AND status != 'delivering'")
+            // A deleted target's succeeded deliveries stay as history, with nowhere to
+            // be sent again. (Its dead ones were deleted with it, so a redrive never
+            // meets one.)
+            format!(
+                "{set} tenant_id = ? AND id = ? AND status != 'delivering' \
+                 AND EXISTS (SELECT 1 FROM targets t WHERE t.id = deliveries.target_id)"
+            )
         }
         Requeue::Dead {
             query,
@@ -269,6 +282,45 @@ pub(super) fn requeue(
     };
     let changed = execute(connection, &sql, params_from_iter(values))?;
     Ok(u64::try_from(changed).unwrap_or(u64::MAX))
+}
+
+/// What a deleted target is still owed, each lane through its own partial index: the
+/// cost of a deletion follows what the target has waiting, in flight or dead, not
+/// every delivery it ever received. In flight comes before waiting, and waiting before
+/// dead, the order in which outcomes move deliveries, so that on a backend where they
+/// run concurrently, one that moves on during the deletion is still caught.
+const OWED_TO_TARGET: [&str; 4] = [
+    "DELETE FROM deliveries INDEXED BY deliveries_in_flight \
+     WHERE target_id = ?1 AND tenant_id = ?2 AND status = 'delivering'",
+    "DELETE FROM deliveries INDEXED BY deliveries_first_due \
+     WHERE target_id = ?1 AND tenant_id = ?2 AND status = 'pending' AND attempts = 0",
+    "DELETE FROM deliveries INDEXED BY deliveries_retry_due \
+     WHERE target_id = ?1 AND tenant_id = ?2 AND status = 'pending' AND attempts > 0",
+    "DELETE FROM deliveries INDEXED BY deliveries_dead \
+     WHERE tenant_id = ?2 AND status = 'dead' AND target_id = ?1",
+];
+
+/// Deletes one of the tenant's targets (its subscriptions, circuit and token bucket go
+/// by reference) and the deliveries it is still owed or that died; those it received
+/// stay as history until retention removes their events. Answers whether it existed.
+pub(super) fn delete_target(
+    connection: &Connection,
+    tenant: &TenantId,
+    id: &TargetId,
+) -> Result<bool, StoreError> {
+    let ids = params![id.as_str(), tenant.as_str()];
+    if execute(
+        connection,
+        "DELETE FROM targets WHERE id = ?1 AND tenant_id = ?2",
+        ids,
+    )? == 0
+    {
+        return Ok(false);
+    }
+    for sql in OWED_TO_TARGET {
+        execute(connection, sql, ids)?;
+    }
+    Ok(true)
 }
 
 pub(super) fn waiting_targets(connection: &Connection) -> Result<Vec<WaitingTarget>, StoreError> {

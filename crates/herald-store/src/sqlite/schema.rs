@@ -191,6 +191,48 @@ const MIGRATIONS: &[&str] = &[
     // 7: each tenant's dead letters, for listing and redriving them without reading
     // every delivery the tenant has; only deaths and redrives maintain it.
     "CREATE INDEX deliveries_dead ON deliveries(tenant_id, id) WHERE status = 'dead';",
+    // 8: deliveries no longer reference targets, and the index of every delivery by
+    // target goes. Its one use was that reference's cascade when a target is deleted,
+    // yet every delivery written paid for it (near a quarter of the pages a fan-out commit
+    // writes). A deleted target's deliveries still owed or dead are now deleted through
+    // the lanes' partial indexes, and those it received stay as history (see
+    // `queue::delete_target`). A reference cannot be dropped in SQLite, so the table is
+    // rebuilt: on a large queue this takes a while, once, at start.
+    "CREATE TABLE deliveries_rebuilt (
+        id                TEXT PRIMARY KEY,
+        tenant_id         TEXT NOT NULL,
+        event_id          TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,
+        target_id         TEXT NOT NULL,
+        subscription_id   TEXT NOT NULL,
+        event_type        TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        attempts          INTEGER NOT NULL,
+        next_attempt_at   INTEGER NOT NULL,
+        window_start      INTEGER NOT NULL,
+        lease_token       INTEGER NOT NULL DEFAULT 0,
+        lease_expires_at  INTEGER,
+        last_status_code  INTEGER,
+        last_error        TEXT,
+        created_at        INTEGER NOT NULL,
+        updated_at        INTEGER NOT NULL
+    ) STRICT;
+    INSERT INTO deliveries_rebuilt (id, tenant_id, event_id, target_id, subscription_id, event_type,
+        status, attempts, next_attempt_at, window_start, lease_token, lease_expires_at,
+        last_status_code, last_error, created_at, updated_at)
+        SELECT id, tenant_id, event_id, target_id, subscription_id, event_type, status, attempts,
+            next_attempt_at, window_start, lease_token, lease_expires_at, last_status_code,
+            last_error, created_at, updated_at
+        FROM deliveries ORDER BY rowid;
+    DROP TABLE deliveries;
+    ALTER TABLE deliveries_rebuilt RENAME TO deliveries;
+    CREATE INDEX deliveries_by_tenant ON deliveries(tenant_id, id);
+    CREATE INDEX deliveries_by_event ON deliveries(event_id);
+    CREATE INDEX deliveries_first_due ON deliveries(target_id, next_attempt_at)
+        WHERE status = 'pending' AND attempts = 0;
+    CREATE INDEX deliveries_retry_due ON deliveries(target_id, next_attempt_at)
+        WHERE status = 'pending' AND attempts > 0;
+    CREATE INDEX deliveries_in_flight ON deliveries(target_id) WHERE status = 'delivering';
+    CREATE INDEX deliveries_dead ON deliveries(tenant_id, id) WHERE status = 'dead';",
 ];
 
 /// The schema version this binary writes.
@@ -281,6 +323,113 @@ mod tests {
              created_at) VALUES (?1, 'ten_a', 'order.paid', 'application/json', X'7B7D', ?2, 1)",
             rusqlite::params![id, key],
         )
+    }
+
+    fn names(connection: &Connection, sql: &str) -> Vec<String> {
+        let mut statement = connection.prepare(sql).expect("query");
+        statement
+            .query_map([], |row| row.get(0))
+            .expect("rows")
+            .collect::<Result<_, _>>()
+            .expect("names")
+    }
+
+    #[test]
+    fn rebuilt_deliveries_keep_their_rows_and_lose_only_the_target_reference() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
+        connection
+            .pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys");
+        migrate_to(&mut connection, 7).expect("schema 7");
+        connection
+            .execute_batch(
+                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('ten_a', 'a', 1, 1);
+                 INSERT INTO targets (id, tenant_id, url, secret, headers, max_in_flight, timeout_ms,
+                     active, created_at, updated_at)
+                     VALUES ('tgt_a', 'ten_a', 'http://127.0.0.1/', 'whsec_x', '{}', 10, 1000, 1, 1, 1);",
+            )
+            .expect("tenant and target");
+        insert_event(&connection, "evt_1", None).expect("event");
+        connection
+            .execute_batch(
+                "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type,
+                     status, attempts, next_attempt_at, window_start, lease_token, lease_expires_at,
+                     last_status_code, last_error, created_at, updated_at)
+                     VALUES ('dlv_1', 'ten_a', 'evt_1', 'tgt_a', 'sub_a', 'order.paid', 'delivering', 2,
+                     5, 4, 7, 99, 503, 'HTTP 503', 3, 6);
+                 INSERT INTO attempts (id, delivery_id, tenant_id, number, started_at, duration_ms,
+                     status_code, response_headers)
+                     VALUES ('att_1', 'dlv_1', 'ten_a', 1, 1, 3, 503, '[]');",
+            )
+            .expect("delivery and attempt");
+
+        migrate(&mut connection).expect("latest schema");
+
+        let kept: (String, i64, i64, i64, i64, Option<i64>, Option<String>) = connection
+            .query_row(
+                "SELECT status, attempts, next_attempt_at, window_start, lease_token, \
+                 last_status_code, last_error FROM deliveries WHERE id = 'dlv_1'",
+                [],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        row.get(1)?,
+                        row.get(2)?,
+                        row.get(3)?,
+                        row.get(4)?,
+                        row.get(5)?,
+                        row.get(6)?,
+                    ))
+                },
+            )
+            .expect("the delivery, every column kept");
+        assert_eq!(
+            kept,
+            (
+                "delivering".into(),
+                2,
+                5,
+                4,
+                7,
+                Some(503),
+                Some("HTTP 503".into())
+            )
+        );
+        assert_eq!(
+            names(
+                &connection,
+                "SELECT \"table\" FROM pragma_foreign_key_list('deliveries')"
+            ),
+            ["events"],
+            "deliveries reference their events only"
+        );
+        assert_eq!(
+            names(
+                &connection,
+                "SELECT name FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'deliveries' \
+                 AND sql IS NOT NULL ORDER BY name"
+            ),
+            [
+                "deliveries_by_event",
+                "deliveries_by_tenant",
+                "deliveries_dead",
+                "deliveries_first_due",
+                "deliveries_in_flight",
+                "deliveries_retry_due"
+            ]
+        );
+        // Attempts reference the rebuilt table: removing the event removes both.
+        connection
+            .execute("DELETE FROM events WHERE id = 'evt_1'", [])
+            .expect("delete event");
+        assert_eq!(
+            [
+                count(&connection, "deliveries"),
+                count(&connection, "attempts")
+            ],
+            [0, 0]
+        );
     }
 
     #[test]

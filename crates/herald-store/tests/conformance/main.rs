@@ -76,6 +76,7 @@ conformance!(
     releasing_leases_makes_in_flight_work_due,
     claims_take_what_each_lane_of_each_target_is_asked,
     disabled_targets_keep_their_deliveries_waiting,
+    deleting_a_target_deletes_what_it_is_owed_and_keeps_what_it_received,
     circuits_are_saved_per_target,
     queue_stats_count_due_and_waiting_work_and_open_circuits,
     claims_share_each_targets_in_flight_cap_and_rate,

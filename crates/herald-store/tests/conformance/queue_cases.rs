@@ -791,6 +791,128 @@ pub async fn disabled_targets_keep_their_deliveries_waiting(backend: Backend) {
     assert_eq!(resumed[0].delivery.target_id, *gone);
 }
 
+pub async fn deleting_a_target_deletes_what_it_is_owed_and_keeps_what_it_received(
+    backend: Backend,
+) {
+    let store = &backend.store;
+    let (acme, routes) = setup(store, 2).await;
+    let (doomed, kept) = (&routes[0].0.id, &routes[1].0.id);
+    let targets: Vec<_> = routes.iter().map(|(t, s)| (&t.id, s)).collect();
+    let records: Vec<_> = (0..5)
+        .map(|_| event_record(&acme, "a.b", None, &targets, at(0)))
+        .collect();
+    store.insert_events(records).await.unwrap();
+    // The doomed target's five deliveries, one in each state: succeeded, dead,
+    // waiting for a retry, in flight, waiting for a first attempt.
+    let first = claim_due(store, &routes[..1], at(0), 3, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 3);
+    let outcomes = vec![
+        outcome(&first[0], DeliveryStatus::Succeeded, at(10), 200),
+        outcome(&first[1], DeliveryStatus::Dead, at(10), 500),
+        outcome(&first[2], DeliveryStatus::Pending, at(60_000), 503),
+    ];
+    store.record_outcomes(outcomes, at(10)).await.unwrap();
+    let in_flight = claim_due(store, &routes[..1], at(20), 1, LEASE)
+        .await
+        .unwrap();
+    assert_eq!(in_flight.len(), 1);
+    let all_of = |target: &herald_core::id::TargetId| DeliveryQuery {
+        target_id: Some(target.clone()),
+        ..Default::default()
+    };
+    let doomed_before = store
+        .list_deliveries(&acme, &all_of(doomed), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(doomed_before.len(), 5);
+
+    assert!(store.delete_target(&acme, doomed).await.unwrap());
+
+    let received = &first[0].delivery.id;
+    let left = store
+        .list_deliveries(&acme, &all_of(doomed), &PageRequest::first(10))
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        left.iter().map(|d| (&d.id, d.status)).collect::<Vec<_>>(),
+        vec![(received, DeliveryStatus::Succeeded)],
+        "only what the target received stays"
+    );
+    assert_eq!(
+        store.list_attempts(&acme, received).await.unwrap().len(),
+        1,
+        "with its attempt"
+    );
+    for gone in doomed_before.iter().filter(|d| d.id != *received) {
+        assert_eq!(store.get_delivery(&acme, &gone.id).await.unwrap(), None);
+    }
+    assert_eq!(
+        store
+            .list_deliveries(&acme, &all_of(kept), &PageRequest::first(10))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        5,
+        "another target's deliveries are untouched"
+    );
+    let late = outcome(&in_flight[0], DeliveryStatus::Succeeded, at(30), 200);
+    assert_eq!(
+        store.record_outcomes(vec![late], at(30)).await.unwrap(),
+        vec![false],
+        "the outcome of an attempt under way when the target went is dropped"
+    );
+    assert_eq!(
+        store
+            .get_delivery(&acme, &in_flight[0].delivery.id)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .requeue(&acme, &Requeue::One(received.clone()), at(40))
+            .await
+            .unwrap(),
+        0,
+        "what a deleted target received is never sent again"
+    );
+    let waiting: Vec<_> = store
+        .waiting_targets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.target.id)
+        .collect();
+    assert_eq!(waiting, vec![kept.clone()]);
+    assert!(
+        claim_due(store, &routes[..1], at(100_000), 10, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Intake routed before the deletion and written after it is refused whole, as a
+    // reference to the target would be: nothing is left that no one would deliver.
+    let late_record = event_record(&acme, "a.b", None, &targets, at(50));
+    let late_event = late_record.event.id.clone();
+    assert!(matches!(
+        store.insert_events(vec![late_record]).await,
+        Err(herald_core::store::StoreError::Conflict(
+            herald_core::store::Conflict::MissingReference
+        ))
+    ));
+    assert_eq!(store.get_event(&acme, &late_event).await.unwrap(), None);
+    assert!(
+        !store.delete_target(&acme, doomed).await.unwrap(),
+        "already gone"
+    );
+}
+
 pub async fn circuits_are_saved_per_target(backend: Backend) {
     let store = &backend.store;
     let (acme, routes) = setup(store, 2).await;

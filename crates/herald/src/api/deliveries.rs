@@ -251,7 +251,7 @@ pub async fn list_attempts(
 /// Requeue a delivery now (a dead one too), with a fresh retry window.
 #[utoipa::path(post, path = "/v1/deliveries/{id}/retry", tag = "deliveries", params(("id" = String, Path)),
     responses((status = 202, description = "Requeued", body = DeliveryOut),
-        (status = 409, description = "An attempt is under way", body = super::error::Problem, content_type = "application/problem+json")))]
+        (status = 409, description = "An attempt is under way, or the delivery's target was deleted", body = super::error::Problem, content_type = "application/problem+json")))]
 pub async fn retry_delivery(
     TenantAccess(tenant): TenantAccess,
     State(state): State<AppState>,

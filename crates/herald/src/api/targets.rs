@@ -298,7 +298,9 @@ pub async fn update_target(
     Ok(Json(with_circuit(&state, &tenant, target).await?))
 }
 
-/// Delete a target and the subscriptions that use it.
+/// Delete a target and the subscriptions that use it. Its deliveries still waiting or
+/// in flight, and its dead ones, are deleted with it; its succeeded ones stay listed,
+/// as history, until retention removes their events.
 #[utoipa::path(delete, path = "/v1/webhooks/targets/{id}", tag = "targets", params(("id" = String, Path)),
     responses((status = 204, description = "Deleted")))]
 pub async fn delete_target(

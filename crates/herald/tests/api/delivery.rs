@@ -381,6 +381,45 @@ async fn a_delivery_goes_dead_and_a_redrive_delivers_it() {
 }
 
 #[tokio::test]
+async fn a_deleted_targets_received_deliveries_stay_as_history_and_are_not_resent() {
+    let app = TestApp::spawn().await;
+    let receiver = TestReceiver::scripted(Arc::new(|_| (200, Vec::new()))).await;
+    let (_, key) = app.tenant("Acme").await;
+    let (target, _) = subscribed_target(&app, &key, &receiver.url("/in"), &["*"]).await;
+    let event = app
+        .post("/v1/events", &key, json!({ "type": "a.b", "payload": [1] }))
+        .await
+        .expect(202);
+    let delivery = only_delivery(&app, &key, &string(&event["id"])).await;
+    wait_for_status(&app, &key, &delivery, "succeeded").await;
+
+    app.delete(&format!("/v1/webhooks/targets/{target}"), &key)
+        .await
+        .expect(204);
+
+    let kept = app
+        .get(&format!("/v1/deliveries?targetId={target}"), &key)
+        .await
+        .expect(200);
+    assert_eq!(kept["data"][0]["id"], delivery, "{kept}");
+    assert_eq!(kept["data"][0]["status"], "succeeded");
+    let resend = app
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{delivery}/retry"),
+            Some(&key),
+            None,
+        )
+        .await;
+    let detail = resend.assert_problem(409, "conflict");
+    assert!(
+        detail.contains(&target) && detail.contains("deleted"),
+        "{detail}"
+    );
+    assert_eq!(receiver.received().len(), 1, "nothing was sent again");
+}
+
+#[tokio::test]
 async fn the_ssrf_guard_refuses_internal_addresses() {
     let app = TestApp::spawn_with(|args| {
         args.allow_targets = None;
