@@ -40,13 +40,46 @@ pub(super) fn insert_events(
     connection: &Connection,
     records: &[EventRecord],
 ) -> Result<Vec<Inserted>, StoreError> {
+    let mut targets = LiveTargets::default();
     records
         .iter()
-        .map(|record| insert_event(connection, record))
+        .map(|record| insert_event(connection, record, &mut targets))
         .collect()
 }
 
-fn insert_event(connection: &Connection, record: &EventRecord) -> Result<Inserted, StoreError> {
+/// The targets one intake write has found still there. Routes are read before the
+/// write, and a target deleted in between must not be left a delivery that nothing
+/// claims or removes; each target is looked up once per write, where a reference
+/// would have been checked for every delivery.
+#[derive(Default)]
+struct LiveTargets(HashMap<TargetId, TenantId>);
+
+impl LiveTargets {
+    /// Fails with [`Conflict::MissingReference`] if the delivery's target is gone.
+    fn require(&mut self, connection: &Connection, delivery: &Delivery) -> Result<(), StoreError> {
+        if self.0.get(&delivery.target_id) == Some(&delivery.tenant_id) {
+            return Ok(());
+        }
+        let exists = rows::optional(
+            connection,
+            "SELECT 1 FROM targets WHERE id = ?1 AND tenant_id = ?2",
+            [delivery.target_id.as_str(), delivery.tenant_id.as_str()],
+            |_| Ok(()),
+        )?;
+        if exists.is_none() {
+            return Err(StoreError::Conflict(Conflict::MissingReference));
+        }
+        self.0
+            .insert(delivery.target_id.clone(), delivery.tenant_id.clone());
+        Ok(())
+    }
+}
+
+fn insert_event(
+    connection: &Connection,
+    record: &EventRecord,
+    targets: &mut LiveTargets,
+) -> Result<Inserted, StoreError> {
     let event = &record.event;
     if let Some(key) = &event.idempotency_key {
         let original = rows::optional(
@@ -84,15 +117,13 @@ fn insert_event(connection: &Connection, record: &EventRecord) -> Result<Inserte
         ],
     )?;
     for delivery in &record.deliveries {
+        targets.require(connection, delivery)?;
         insert_delivery(connection, delivery, record.lease_of(delivery))?;
     }
     Ok(Inserted::New)
 }
 
 /// Inserts a delivery, in flight under the intake lease when `lease` is given.
-///
-/// Its target must exist still: routes are read before the write, and a target deleted
-/// in between would otherwise be left a delivery nothing ever claims or removes.
 fn insert_delivery(
     connection: &Connection,
     delivery: &Delivery,
@@ -103,13 +134,12 @@ fn insert_delivery(
     } else {
         0
     };
-    let inserted = execute(
+    execute(
         connection,
         "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, attempts, \
          next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at, lease_token, \
          lease_expires_at) \
-         SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16 \
-         WHERE EXISTS (SELECT 1 FROM targets WHERE id = ?4 AND tenant_id = ?2)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         params![
             delivery.id.as_str(),
             delivery.tenant_id.as_str(),
@@ -128,11 +158,8 @@ fn insert_delivery(
             lease_token,
             lease.map(Timestamp::as_millis),
         ],
-    )?;
-    if inserted == 0 {
-        return Err(StoreError::Conflict(Conflict::MissingReference));
-    }
-    Ok(())
+    )
+    .map(drop)
 }
 
 pub(super) fn get_event(
