@@ -133,28 +133,6 @@ pub(super) async fn delete_target(
         .await
 }
 
-/// Holds every target the deliveries go to, shared, until the transaction ends, so
-/// that a deletion of one waits for this intake (and then deletes what it wrote) or
-/// is waited for (and the intake is refused, as the target is gone).
-async fn hold_targets(t: &Transaction<'_>, deliveries: &[&Delivery]) -> Result<(), StoreError> {
-    let pairs: std::collections::BTreeSet<(&str, &str)> = deliveries
-        .iter()
-        .map(|d| (d.target_id.as_str(), d.tenant_id.as_str()))
-        .collect();
-    let (targets, tenants): (Vec<&str>, Vec<&str>) = pairs.iter().copied().unzip();
-    let held = rows::query(
-        t,
-        "SELECT t.id FROM targets t JOIN UNNEST($1::text[], $2::text[]) AS r(id, tenant_id) \
-         ON t.id = r.id AND t.tenant_id = r.tenant_id ORDER BY t.id FOR KEY SHARE OF t",
-        &[&targets, &tenants],
-    )
-    .await?;
-    if held.len() < pairs.len() {
-        return Err(StoreError::Conflict(Conflict::MissingReference));
-    }
-    Ok(())
-}
-
 /// Inserts the deliveries of the events that were inserted.
 async fn insert_deliveries(
     t: &Transaction<'_>,
@@ -173,7 +151,6 @@ async fn insert_deliveries(
     if deliveries.is_empty() {
         return Ok(());
     }
-    hold_targets(t, &deliveries).await?;
     let lease_tokens: Vec<i64> = leases
         .iter()
         .map(|lease| {
@@ -197,14 +174,18 @@ async fn insert_deliveries(
         .map(|d| d.last_status_code.map(i64::from))
         .collect();
     let errors: Vec<Option<&str>> = deliveries.iter().map(|d| d.last_error.as_deref()).collect();
-    rows::execute(
+    // Only deliveries whose target is there, each target held shared until the end,
+    // as a reference's check would: a deletion of one waits for this intake (and then
+    // deletes what it wrote) or is waited for (and the intake is refused below).
+    let inserted = rows::execute(
         t,
         "INSERT INTO deliveries (id, tenant_id, event_id, target_id, subscription_id, event_type, status, \
          attempts, next_attempt_at, window_start, last_status_code, last_error, created_at, updated_at, \
          lease_token, lease_expires_at) \
-         SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         SELECT d.* FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], \
          $7::text[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::text[], $13::bigint[], \
-         $14::bigint[], $15::bigint[], $16::bigint[])",
+         $14::bigint[], $15::bigint[], $16::bigint[]) AS d(id, tenant_id, event_id, target_id) \
+         JOIN targets t ON t.id = d.target_id AND t.tenant_id = d.tenant_id FOR KEY SHARE OF t",
         &[
             &text(|d| d.id.as_str()),
             &text(|d| d.tenant_id.as_str()),
@@ -224,8 +205,13 @@ async fn insert_deliveries(
             &leases,
         ],
     )
-    .await
-    .map(drop)
+    .await?;
+    if inserted < u64::try_from(deliveries.len()).unwrap_or(u64::MAX) {
+        // Routes are read before the write: a target deleted in between must not be
+        // left a delivery that nothing claims or removes.
+        return Err(StoreError::Conflict(Conflict::MissingReference));
+    }
+    Ok(())
 }
 
 /// What happened to each record, in input order: stored, or a duplicate of the event
