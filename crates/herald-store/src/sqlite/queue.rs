@@ -313,9 +313,8 @@ pub(super) fn requeue(
 
 /// What a deleted target is still owed, each lane through its own partial index: the
 /// cost of a deletion follows what the target has waiting, in flight or dead, not
-/// every delivery it ever received. In flight comes before waiting, and waiting before
-/// dead, the order in which outcomes move deliveries, so that on a backend where they
-/// run concurrently, one that moves on during the deletion is still caught.
+/// every delivery it ever received. (The order is PostgreSQL's, where it matters; the
+/// single writer runs nothing between these statements.)
 const OWED_TO_TARGET: [&str; 4] = [
     "DELETE FROM deliveries INDEXED BY deliveries_in_flight \
      WHERE target_id = ?1 AND tenant_id = ?2 AND status = 'delivering'",
