@@ -325,6 +325,39 @@ mod tests {
         )
     }
 
+    /// A store at schema `version` holding tenant `ten_a` and its target `tgt_a`.
+    fn store_with_a_target_at(version: i64) -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
+        connection
+            .pragma_update(None, "foreign_keys", true)
+            .expect("foreign keys");
+        migrate_to(&mut connection, version).expect("older schema");
+        connection
+            .execute_batch(
+                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('ten_a', 'a', 1, 1);
+                 INSERT INTO targets (id, tenant_id, url, secret, headers, max_in_flight, timeout_ms,
+                     active, created_at, updated_at)
+                     VALUES ('tgt_a', 'ten_a', 'http://127.0.0.1/', 'whsec_x', '{}', 10, 1000, 1, 1, 1);",
+            )
+            .expect("tenant and target");
+        (dir, connection)
+    }
+
+    /// Deletes `evt_1`, whose delivery and its attempt are the only ones stored.
+    fn assert_deleting_the_event_deletes_its_delivery_and_attempt(connection: &Connection) {
+        connection
+            .execute("DELETE FROM events WHERE id = 'evt_1'", [])
+            .expect("delete event");
+        assert_eq!(
+            [
+                count(connection, "deliveries"),
+                count(connection, "attempts")
+            ],
+            [0, 0]
+        );
+    }
+
     fn names(connection: &Connection, sql: &str) -> Vec<String> {
         let mut statement = connection.prepare(sql).expect("query");
         statement
@@ -336,20 +369,7 @@ mod tests {
 
     #[test]
     fn rebuilt_deliveries_keep_their_rows_and_lose_only_the_target_reference() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
-        connection
-            .pragma_update(None, "foreign_keys", true)
-            .expect("foreign keys");
-        migrate_to(&mut connection, 7).expect("schema 7");
-        connection
-            .execute_batch(
-                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('ten_a', 'a', 1, 1);
-                 INSERT INTO targets (id, tenant_id, url, secret, headers, max_in_flight, timeout_ms,
-                     active, created_at, updated_at)
-                     VALUES ('tgt_a', 'ten_a', 'http://127.0.0.1/', 'whsec_x', '{}', 10, 1000, 1, 1, 1);",
-            )
-            .expect("tenant and target");
+        let (_dir, mut connection) = store_with_a_target_at(7);
         insert_event(&connection, "evt_1", None).expect("event");
         connection
             .execute_batch(
@@ -420,34 +440,12 @@ mod tests {
             ]
         );
         // Attempts reference the rebuilt table: removing the event removes both.
-        connection
-            .execute("DELETE FROM events WHERE id = 'evt_1'", [])
-            .expect("delete event");
-        assert_eq!(
-            [
-                count(&connection, "deliveries"),
-                count(&connection, "attempts")
-            ],
-            [0, 0]
-        );
+        assert_deleting_the_event_deletes_its_delivery_and_attempt(&connection);
     }
 
     #[test]
     fn rebuilt_attempts_keep_their_rows_and_references() {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        let mut connection = Connection::open(dir.path().join("herald.db")).expect("database");
-        connection
-            .pragma_update(None, "foreign_keys", true)
-            .expect("foreign keys");
-        migrate_to(&mut connection, 5).expect("schema 5");
-        connection
-            .execute_batch(
-                "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ('ten_a', 'a', 1, 1);
-                 INSERT INTO targets (id, tenant_id, url, secret, headers, max_in_flight, timeout_ms,
-                     active, created_at, updated_at)
-                     VALUES ('tgt_a', 'ten_a', 'http://127.0.0.1/', 'whsec_x', '{}', 10, 1000, 1, 1, 1);",
-            )
-            .expect("tenant and target");
+        let (_dir, mut connection) = store_with_a_target_at(5);
         insert_event(&connection, "evt_1", Some("order-1")).expect("keyed event");
         insert_event(&connection, "evt_2", None).expect("keyless event");
         connection
@@ -478,15 +476,6 @@ mod tests {
             .expect("pragma");
         assert!(foreign_keys, "foreign keys are back on after migrating");
         // Attempts reference deliveries still: removing the event removes both.
-        connection
-            .execute("DELETE FROM events WHERE id = 'evt_1'", [])
-            .expect("delete event");
-        assert_eq!(
-            [
-                count(&connection, "deliveries"),
-                count(&connection, "attempts")
-            ],
-            [0, 0]
-        );
+        assert_deleting_the_event_deletes_its_delivery_and_attempt(&connection);
     }
 }

@@ -103,6 +103,17 @@ pub fn outcome(
     }
 }
 
+/// The ids of the targets with deliveries waiting.
+async fn waiting_target_ids(store: &Store) -> Vec<herald_core::id::TargetId> {
+    store
+        .waiting_targets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.target.id)
+        .collect()
+}
+
 pub async fn events_and_deliveries_round_trip(backend: Backend) {
     let store = &backend.store;
     let (acme, routes) = setup(store, 2).await;
@@ -765,13 +776,7 @@ pub async fn disabled_targets_keep_their_deliveries_waiting(backend: Backend) {
     let stored = store.get_target(&acme, gone).await.unwrap().expect("kept");
     assert!(!stored.active);
     assert_eq!(stored.disabled_reason.as_deref(), Some("HTTP 410 Gone"));
-    let waiting: Vec<_> = store
-        .waiting_targets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|w| w.target.id)
-        .collect();
+    let waiting = waiting_target_ids(store).await;
     assert_eq!(waiting, vec![routes[1].0.id.clone()]);
     assert_eq!(
         claim_due(store, &routes, at(10), 10, LEASE)
@@ -881,13 +886,7 @@ pub async fn deleting_a_target_deletes_what_it_is_owed_and_keeps_what_it_receive
         0,
         "what a deleted target received is never sent again"
     );
-    let waiting: Vec<_> = store
-        .waiting_targets()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|w| w.target.id)
-        .collect();
+    let waiting = waiting_target_ids(store).await;
     assert_eq!(waiting, vec![kept.clone()]);
     assert!(
         claim_due(store, &routes[..1], at(100_000), 10, LEASE)

@@ -86,6 +86,25 @@ async fn only_delivery(app: &TestApp, key: &str, event: &str) -> String {
     string(&deliveries[0]["id"])
 }
 
+/// Publishes one `a.b` event; returns the id of its only delivery.
+async fn publish_one(app: &TestApp, key: &str) -> String {
+    let event = app
+        .post("/v1/events", key, json!({ "type": "a.b", "payload": [1] }))
+        .await
+        .expect(202);
+    only_delivery(app, key, &string(&event["id"])).await
+}
+
+async fn retry(app: &TestApp, key: &str, delivery: &str) -> crate::helpers::Answer {
+    app.call(
+        Method::POST,
+        &format!("/v1/deliveries/{delivery}/retry"),
+        Some(key),
+        None,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn events_fan_out_to_matching_targets_signed_and_byte_exact() {
     let app = TestApp::spawn().await;
@@ -324,11 +343,7 @@ async fn a_delivery_goes_dead_and_a_redrive_delivers_it() {
     let receiver = TestReceiver::scripted(Arc::new(|_| (503, Vec::new()))).await;
     let (_, key) = app.tenant("Acme").await;
     let (target, _) = subscribed_target(&app, &key, &receiver.url("/down"), &["*"]).await;
-    let event = app
-        .post("/v1/events", &key, json!({ "type": "a.b", "payload": [1] }))
-        .await
-        .expect(202);
-    let delivery = only_delivery(&app, &key, &string(&event["id"])).await;
+    let delivery = publish_one(&app, &key).await;
     let dead = wait_for_status(&app, &key, &delivery, "dead").await;
     assert_eq!(dead["attempts"], 2);
     let letters = app
@@ -361,14 +376,7 @@ async fn a_delivery_goes_dead_and_a_redrive_delivers_it() {
     let letters = app.get("/v1/dead-letters", &key).await.expect(200);
     assert_eq!(letters["data"], json!([]));
 
-    let again = app
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{delivery}/retry"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let again = retry(&app, &key, &delivery).await;
     assert_eq!(
         again.status.as_u16(),
         202,
@@ -386,11 +394,7 @@ async fn a_deleted_targets_received_deliveries_stay_as_history_and_are_not_resen
     let receiver = TestReceiver::scripted(Arc::new(|_| (200, Vec::new()))).await;
     let (_, key) = app.tenant("Acme").await;
     let (target, _) = subscribed_target(&app, &key, &receiver.url("/in"), &["*"]).await;
-    let event = app
-        .post("/v1/events", &key, json!({ "type": "a.b", "payload": [1] }))
-        .await
-        .expect(202);
-    let delivery = only_delivery(&app, &key, &string(&event["id"])).await;
+    let delivery = publish_one(&app, &key).await;
     wait_for_status(&app, &key, &delivery, "succeeded").await;
 
     app.delete(&format!("/v1/webhooks/targets/{target}"), &key)
@@ -403,14 +407,7 @@ async fn a_deleted_targets_received_deliveries_stay_as_history_and_are_not_resen
         .expect(200);
     assert_eq!(kept["data"][0]["id"], delivery, "{kept}");
     assert_eq!(kept["data"][0]["status"], "succeeded");
-    let resend = app
-        .call(
-            Method::POST,
-            &format!("/v1/deliveries/{delivery}/retry"),
-            Some(&key),
-            None,
-        )
-        .await;
+    let resend = retry(&app, &key, &delivery).await;
     let detail = resend.assert_problem(409, "conflict");
     assert!(
         detail.contains(&target) && detail.contains("deleted"),
