@@ -51,34 +51,40 @@ pub(super) fn insert_events(
 /// write, and a target deleted in between must not be left a delivery that nothing
 /// claims or removes; each target is looked up once per write, where a reference
 /// would have been checked for every delivery.
+/// Keyed by target id (unique across tenants), holding the tenant it was found under;
+/// borrowed from the write's records, which outlive it.
 #[derive(Default)]
-struct LiveTargets(HashMap<TargetId, TenantId>);
+struct LiveTargets<'a>(HashMap<&'a str, &'a str>);
 
-impl LiveTargets {
+impl<'a> LiveTargets<'a> {
     /// Fails with [`Conflict::MissingReference`] if the delivery's target is gone.
-    fn require(&mut self, connection: &Connection, delivery: &Delivery) -> Result<(), StoreError> {
-        if self.0.get(&delivery.target_id) == Some(&delivery.tenant_id) {
+    fn require(
+        &mut self,
+        connection: &Connection,
+        delivery: &'a Delivery,
+    ) -> Result<(), StoreError> {
+        let (target, tenant) = (delivery.target_id.as_str(), delivery.tenant_id.as_str());
+        if self.0.get(target) == Some(&tenant) {
             return Ok(());
         }
         let exists = rows::optional(
             connection,
             "SELECT 1 FROM targets WHERE id = ?1 AND tenant_id = ?2",
-            [delivery.target_id.as_str(), delivery.tenant_id.as_str()],
+            [target, tenant],
             |_| Ok(()),
         )?;
         if exists.is_none() {
             return Err(StoreError::Conflict(Conflict::MissingReference));
         }
-        self.0
-            .insert(delivery.target_id.clone(), delivery.tenant_id.clone());
+        self.0.insert(target, tenant);
         Ok(())
     }
 }
 
-fn insert_event(
+fn insert_event<'a>(
     connection: &Connection,
-    record: &EventRecord,
-    targets: &mut LiveTargets,
+    record: &'a EventRecord,
+    targets: &mut LiveTargets<'a>,
 ) -> Result<Inserted, StoreError> {
     let event = &record.event;
     if let Some(key) = &event.idempotency_key {
